@@ -1,0 +1,67 @@
+# pgseek: the user interface. `make help` lists the targets.
+# Every database target uses DATABASE_URL, defaulting to the embedded cluster
+# (make db-up), so the same commands work against any PostgreSQL you point them at.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Lazily evaluated: only targets that use it ask the local cluster for its URL.
+DB_URL = $(or $(DATABASE_URL),$(shell scripts/cluster.sh url 2>/dev/null))
+export PGSEEK_PG_MAJOR ?= 15
+
+.PHONY: help install db-up db-down db-status db-url psql migrate rollback migrate-status \
+	migrate-sql migrations-freeze vector-index test test-fast lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+install: ## install PostgreSQL packages, pgvector, .venv and the in-database Python library
+	@scripts/install.sh
+
+db-up: ## start the embedded local cluster (a no-op when running)
+	@scripts/cluster.sh up
+
+db-down: ## stop the embedded local cluster
+	@scripts/cluster.sh down
+
+db-status: ## is the embedded cluster running, and where
+	@scripts/cluster.sh status
+
+db-url: ## print the connection URL (use with make -s)
+	@echo "$(DB_URL)"
+
+psql: ## open psql on DATABASE_URL
+	@psql "$(DB_URL)"
+
+migrate: ## migrate to head (or TARGET=rev) and apply changed sql/ objects
+	@DATABASE_URL="$(DB_URL)" $(PY) scripts/migrate.py upgrade $(TARGET)
+
+rollback: ## downgrade one revision (or TARGET=rev|base)
+	@DATABASE_URL="$(DB_URL)" $(PY) scripts/migrate.py downgrade $(TARGET)
+
+migrate-status: ## applied revision, head and pending revisions
+	@DATABASE_URL="$(DB_URL)" $(PY) scripts/migrate.py status
+
+migrate-sql: ## print the migration SQL (RANGE=base:head) without touching a database
+	@$(PY) scripts/migrate.py sql $(RANGE)
+
+migrations-freeze: ## record new revisions as released in migrations/frozen.txt
+	@$(PY) scripts/migrate.py freeze
+
+vector-index: ## (re)build the vector index that pgseek.config asks for, concurrently
+	@DATABASE_URL="$(DB_URL)" $(PY) scripts/migrate.py vector-index
+
+lint: ## sqlfluff (postgres dialect) over SQL, ruff over Python, frozen migrations
+	@$(VENV)/bin/sqlfluff lint --disable-progress-bar sql migrations/versions
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+	@$(PY) scripts/migrate.py freeze --check
+
+test: lint ## lint, then the whole test suite against a real cluster
+	@scripts/install.sh --plpython-only
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+clean: ## stop and delete the embedded cluster, build files and .venv
+	@scripts/cluster.sh destroy
+	@rm -rf .build $(VENV)

@@ -1,0 +1,240 @@
+"""Alembic environment for pgseek.
+
+What it adds to plain Alembic, in the order a run goes:
+1. a session advisory lock, so two migrators never interleave (the second waits up to
+   PGSEEK_MIGRATE_LOCK_TIMEOUT seconds, printing who holds the lock, then fails clearly);
+2. checksum validation: a revision whose files changed after it was applied to this
+   database stops the run (released migrations are append-only);
+3. one transaction per revision (statements marked `--! no-transaction` excepted, see
+   sqlfile.py), recording each applied revision's checksum in the same transaction;
+4. at head, the repeatable objects in sql/ are re-applied, in one transaction, when
+   their content changed.
+Bookkeeping lives in schema pgseek_meta, so downgrading to base leaves no pgseek schema.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from logging.config import fileConfig
+from pathlib import Path
+
+from alembic import context
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, pool, text
+from sqlalchemy.engine import Connection
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import checksums
+
+META_SCHEMA = "pgseek_meta"
+LOCK_KEY = "pgseek.migrate"
+config = context.config
+if config.config_file_name and not config.attributes.get("quiet"):
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def database_url() -> str:
+    url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("DATABASE_URL")
+    if not url:
+        sys.exit(
+            "migrate: DATABASE_URL is not set and no local cluster is running: "
+            "run 'make db-up', or set DATABASE_URL=postgresql://user:password@host:port/db"
+        )
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def acquire_lock(connection: Connection) -> None:
+    """Take the migration lock for this session, waiting a bounded time for it."""
+    timeout = float(os.environ.get("PGSEEK_MIGRATE_LOCK_TIMEOUT", "300"))
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        got = connection.execute(
+            text("select pg_try_advisory_lock(hashtextextended(:key, 0))"), {"key": LOCK_KEY}
+        ).scalar()
+        connection.commit()
+        if got:
+            return
+        holder = connection.execute(
+            text(
+                "select a.pid, coalesce(nullif(a.application_name, ''), a.usename::text)"
+                " from pg_locks l join pg_stat_activity a using (pid)"
+                " where l.locktype = 'advisory' and l.granted"
+                " and l.objid = (hashtextextended(:key, 0) & 4294967295)::oid limit 1"
+            ),
+            {"key": LOCK_KEY},
+        ).first()
+        connection.commit()
+        who = f"pid {holder[0]} ({holder[1]})" if holder else "another session"
+        if time.monotonic() >= deadline:
+            sys.exit(
+                f"migrate: another migration is running ({who}) and still holds the lock "
+                f"after {timeout:g}s; wait for it to finish, or raise PGSEEK_MIGRATE_LOCK_TIMEOUT"
+            )
+        if not announced:
+            print(f"migrate: waiting for another migration ({who}) to finish", file=sys.stderr)
+            announced = True
+        time.sleep(0.5)
+
+
+def prepare_meta(connection: Connection) -> None:
+    connection.execute(text(f"create schema if not exists {META_SCHEMA}"))
+    connection.execute(
+        text(
+            f"create table if not exists {META_SCHEMA}.migration_checksums ("
+            " revision text primary key, checksum text not null,"
+            " applied_at timestamptz not null default now())"
+        )
+    )
+    connection.execute(
+        text(
+            f"create table if not exists {META_SCHEMA}.repeatable_objects ("
+            " file text primary key, checksum text not null,"
+            " applied_at timestamptz not null default now())"
+        )
+    )
+    connection.commit()
+
+
+def validate_applied(connection: Connection, script: ScriptDirectory) -> None:
+    """Stop when a revision applied here has been edited since."""
+    rows = connection.execute(
+        text(f"select revision, checksum from {META_SCHEMA}.migration_checksums")
+    ).all()
+    connection.commit()
+    for revision, stored in rows:
+        rev = script.get_revision(revision)
+        if rev is None:
+            continue  # a newer revision than this code knows: Alembic reports it
+        current = checksums.revision_checksum(Path(rev.path))
+        if current != stored:
+            sys.exit(
+                f"migrate: revision {revision} ({Path(rev.path).name}) was edited after it "
+                f"was applied to this database (checksum {stored[:12]} applied, "
+                f"{current[:12]} on disk). Released migrations are append-only: revert the "
+                "edit and put the change in a new revision."
+            )
+
+
+def record_step(ctx, step, heads, run_args) -> None:  # noqa: ARG001 (Alembic's signature)
+    """on_version_apply hook: keep migration_checksums in step with alembic_version."""
+    conn = ctx.connection
+    rev = step.up_revision  # for both directions: the revision applied or undone
+    if step.is_upgrade:
+        conn.execute(
+            text(
+                f"insert into {META_SCHEMA}.migration_checksums (revision, checksum)"
+                " values (:r, :c) on conflict (revision)"
+                " do update set checksum = excluded.checksum, applied_at = now()"
+            ),
+            {"r": rev.revision, "c": checksums.revision_checksum(Path(rev.path))},
+        )
+    else:
+        conn.execute(
+            text(f"delete from {META_SCHEMA}.migration_checksums where revision = :r"),
+            {"r": rev.revision},
+        )
+
+
+def apply_repeatables(connection: Connection, at_head: bool) -> None:
+    """At head, re-apply sql/ when its content changed; below head, forget it was applied."""
+    if not at_head:
+        connection.execute(text(f"delete from {META_SCHEMA}.repeatable_objects"))
+        connection.commit()
+        return
+    files = checksums.repeatable_files()
+    wanted = {f.name: checksums.file_checksum(f) for f in files}
+    applied = dict(
+        connection.execute(text(f"select file, checksum from {META_SCHEMA}.repeatable_objects"))
+        .tuples()
+        .all()
+    )
+    connection.commit()
+    if wanted == applied:
+        return
+    changed = sorted(name for name in wanted if wanted[name] != applied.get(name))
+    with connection.begin():
+        for f in files:
+            connection.connection.driver_connection.execute(f.read_text())
+        connection.execute(text(f"delete from {META_SCHEMA}.repeatable_objects"))
+        for name, checksum in wanted.items():
+            connection.execute(
+                text(
+                    f"insert into {META_SCHEMA}.repeatable_objects (file, checksum) values (:f, :c)"
+                ),
+                {"f": name, "c": checksum},
+            )
+    print(
+        f"migrate: applied sql/ ({len(files)} files; changed: {', '.join(changed) or 'none'})",
+        file=sys.stderr,
+    )
+
+
+def run_offline() -> None:
+    """`--sql` mode: print the SQL for a DBA to review, touching no database."""
+    context.configure(
+        dialect_name="postgresql",
+        version_table_schema=META_SCHEMA,
+        transaction_per_migration=True,
+        literal_binds=True,
+    )
+    out = context.get_context().impl.static_output
+    out(f"create schema if not exists {META_SCHEMA};\n")
+    with context.begin_transaction():
+        context.run_migrations()
+    destination = context.get_revision_argument()
+    heads = set(ScriptDirectory.from_config(config).get_heads())
+    if destination in ("head", "heads") or {destination} == heads:
+        for f in checksums.repeatable_files():
+            out(f"-- repeatable object file sql/{f.name}\n{f.read_text().strip()}\n")
+
+
+def is_read_only() -> bool:
+    """True for commands that must not change the database (`alembic current`)."""
+    return bool(context._proxy.context_opts.get("dont_mutate", False))
+
+
+def run_online() -> None:
+    engine = create_engine(
+        database_url(),
+        poolclass=pool.NullPool,
+        connect_args={"application_name": "pgseek-migrate"},
+    )
+    script = ScriptDirectory.from_config(config)
+    with engine.connect() as connection:
+        if is_read_only():
+            context.configure(connection=connection, version_table_schema=META_SCHEMA)
+            with context.begin_transaction():
+                context.run_migrations()
+            return
+        acquire_lock(connection)
+        prepare_meta(connection)
+        validate_applied(connection, script)
+        context.configure(
+            connection=connection,
+            version_table_schema=META_SCHEMA,
+            transaction_per_migration=True,
+            on_version_apply=record_step,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+        heads = set(context.get_context().get_current_heads())
+        connection.commit()
+        apply_repeatables(connection, at_head=heads == set(script.get_heads()))
+        connection.execute(
+            text("select pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": LOCK_KEY}
+        )
+        connection.commit()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

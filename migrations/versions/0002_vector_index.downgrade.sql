@@ -1,0 +1,3 @@
+-- Reverts 0002.
+--! no-transaction
+drop index concurrently if exists pgseek.documents_embedding_384_hnsw_cosine;

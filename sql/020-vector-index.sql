@@ -1,0 +1,88 @@
+-- Vector index management: the index pgseek.config asks for, as DDL to run.
+
+-- Returns the name of the vector index that pgseek.config asks for (null for 'none').
+-- Managed indexes are named documents_embedding_<dimensions>_<method>_<metric>.
+create or replace function pgseek.vector_index_name()
+returns text
+language sql
+stable
+as $$
+    select case when c.vector_index <> 'none' then
+        format('documents_embedding_%s_%s_%s', c.embedding_dimensions, c.vector_index,
+            c.distance_metric)
+    end
+    from pgseek.config as c
+$$;
+
+-- Returns the statements that bring the vector index in line with pgseek.config, in
+-- the order to run them: drop an INVALID copy of the wanted index, create it
+-- concurrently, then drop the managed indexes no longer wanted (so searches keep an
+-- index while the new one builds). They cannot run inside a function or transaction;
+-- `make vector-index` runs them, or a DBA runs them in psql.
+create or replace function pgseek.vector_index_ddl()
+returns setof text
+language plpgsql
+stable
+as $$
+declare
+    c pgseek.config;
+    wanted text := pgseek.vector_index_name();
+    wanted_valid boolean;
+    opclass text;
+    options text;
+    vector_rows bigint;
+    stale record;
+begin
+    select * into strict c from pgseek.config;
+    if c.vector_index <> 'none' and c.embedding_dimensions > 2000 then
+        raise exception 'a % index on vector supports at most 2000 dimensions, config asks for %',
+        c.vector_index, c.embedding_dimensions
+        using errcode = 'feature_not_supported',
+        hint = 'Use a model with at most 2000 dimensions (e.g. text-embedding-3-large with dimensions = 1536).';
+    end if;
+    select x.indisvalid into wanted_valid
+    from pg_catalog.pg_index as x
+    inner join pg_catalog.pg_class as i on x.indexrelid = i.oid
+    where x.indrelid = 'pgseek.documents'::regclass and i.relname = wanted;
+
+    if wanted is not null and wanted_valid is not true then
+        if wanted_valid is false then
+            return next format('drop index concurrently if exists pgseek.%I', wanted);
+        end if;
+        opclass := case c.distance_metric
+            when 'cosine' then 'vector_cosine_ops'
+            when 'l2' then 'vector_l2_ops'
+            else 'vector_ip_ops'
+        end;
+        if c.vector_index = 'hnsw' then
+            options := format('m = %s, ef_construction = %s', c.hnsw_m, c.hnsw_ef_construction);
+        else
+            -- pgvector's guidance: rows / 1000 lists up to 1M rows, sqrt(rows) above.
+            select count(*) into vector_rows from pgseek.documents as d
+            where vector_dims(d.embedding) = c.embedding_dimensions;
+            options := format('lists = %s', coalesce(c.ivfflat_lists, case
+                when vector_rows <= 1000000 then greatest(vector_rows / 1000, 1)
+                else ceil(sqrt(vector_rows))::bigint
+            end));
+        end if;
+        return next format(
+            'create index concurrently %I on pgseek.documents using %s '
+            '((embedding::vector(%s)) %s) with (%s) where vector_dims(embedding) = %s',
+            wanted, c.vector_index, c.embedding_dimensions, opclass, options,
+            c.embedding_dimensions
+        );
+    end if;
+
+    for stale in
+        select i.relname
+        from pg_catalog.pg_index as x
+        inner join pg_catalog.pg_class as i on x.indexrelid = i.oid
+        where x.indrelid = 'pgseek.documents'::regclass
+            and i.relname like 'documents\_embedding\_%'
+            and i.relname is distinct from wanted
+        order by i.relname
+    loop
+        return next format('drop index concurrently if exists pgseek.%I', stale.relname);
+    end loop;
+end
+$$;

@@ -1,0 +1,26 @@
+-- Pins search_path on every pgseek function, so none depends on the caller's:
+-- pg_catalog first (built-ins cannot be shadowed), then pgseek, then the schema where
+-- pgvector is installed (public by default, 'extensions' on some platforms).
+-- Runs last, so it covers every function the files before it created.
+do $$
+declare
+    vector_schema text := (
+        select n.nspname
+        from pg_catalog.pg_extension as e
+        inner join pg_catalog.pg_namespace as n on e.extnamespace = n.oid
+        where e.extname = 'vector'
+    );
+    fn regprocedure;
+begin
+    for fn in
+        select p.oid::regprocedure
+        from pg_catalog.pg_proc as p
+        where p.pronamespace = 'pgseek'::regnamespace and p.prokind in ('f', 'p')
+    loop
+        execute format(
+            'alter routine %s set search_path = pg_catalog, pgseek, %I, pg_temp',
+            fn, vector_schema
+        );
+    end loop;
+end
+$$;
