@@ -11,7 +11,7 @@ DB_URL = $(or $(DATABASE_URL),$(shell scripts/cluster.sh url 2>/dev/null))
 export PGSEEK_PG_MAJOR ?= 15
 
 .PHONY: help install db-up db-down db-status db-url psql migrate rollback migrate-status \
-	migrate-sql migrations-freeze vector-index test test-fast lint clean
+	migrate-sql migrations-freeze vector-index test lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ lint: ## sqlfluff (postgres dialect) over SQL, ruff over Python, frozen migratio
 test: lint ## lint, then the whole test suite against a real cluster
 	@scripts/install.sh --plpython-only
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: ## benchmarks -> bench/report.md (QUICK=1 for a smoke run, CORPUS=dir for the data)
+	@DATABASE_URL="$(DB_URL)" $(PY) scripts/bench.py $(if $(QUICK),--quick) $(if $(CORPUS),--corpus $(CORPUS))
 
 clean: ## stop and delete the embedded cluster, build files and .venv
 	@scripts/cluster.sh destroy

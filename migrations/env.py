@@ -8,7 +8,7 @@ What it adds to plain Alembic, in the order a run goes:
 3. one transaction per revision (statements marked `--! no-transaction` excepted, see
    sqlfile.py), recording each applied revision's checksum in the same transaction;
 4. at head, the repeatable objects in sql/ are re-applied, in one transaction, when
-   their content changed.
+   their content changed; they exist only at head, so a downgrade removes them first.
 Bookkeeping lives in schema pgseek_meta, so downgrading to base leaves no pgseek schema.
 """
 
@@ -142,6 +142,65 @@ def record_step(ctx, step, heads, run_args) -> None:  # noqa: ARG001 (Alembic's 
         )
 
 
+DROP_REPEATABLES_SQL = """
+do $$
+declare
+    r record;
+begin
+    if to_regnamespace('pgseek') is null then
+        return;
+    end if;
+    if exists (select from pg_catalog.pg_extension where extname = 'pg_cron') then
+        perform cron.unschedule(j.jobid) from cron.job as j
+        where j.jobname like 'pgseek-%' and j.database = current_database();
+    end if;
+    for r in
+        select c.oid::regclass as name from pg_catalog.pg_class as c
+        where c.relnamespace = 'pgseek'::regnamespace and c.relkind in ('v', 'm')
+    loop
+        execute format('drop view if exists %s cascade', r.name);
+    end loop;
+    for r in
+        select t.tgname, t.tgrelid::regclass as tbl from pg_catalog.pg_trigger as t
+        inner join pg_catalog.pg_class as c on t.tgrelid = c.oid
+        where c.relnamespace = 'pgseek'::regnamespace and not t.tgisinternal
+    loop
+        execute format('drop trigger %I on %s', r.tgname, r.tbl);
+    end loop;
+    -- Routines that columns, indexes, defaults or constraints use belong to migrations.
+    for r in
+        select p.oid::regprocedure as name from pg_catalog.pg_proc as p
+        where p.pronamespace = 'pgseek'::regnamespace and not exists (
+            select from pg_catalog.pg_depend as d
+            where d.refclassid = 'pg_proc'::regclass and d.refobjid = p.oid
+                and d.classid in ('pg_class'::regclass, 'pg_attrdef'::regclass,
+                    'pg_constraint'::regclass)
+        )
+    loop
+        execute format('drop routine %s', r.name);
+    end loop;
+end
+$$
+"""
+
+
+def is_downgrade() -> bool:
+    """True when this run goes down (scripts/migrate.py says so; so does alembic's CLI)."""
+    direction = config.attributes.get("pgseek.direction")
+    if direction:
+        return direction == "downgrade"
+    cmd = getattr(config.cmd_opts, "cmd", None)
+    return bool(cmd) and getattr(cmd[0], "__name__", "") == "downgrade"
+
+
+def drop_repeatables(connection: Connection) -> None:
+    """Before going below head: remove sql/'s objects, which exist only at head (they
+    may use what a downgrade drops, and stale triggers would break writes)."""
+    with connection.begin():
+        connection.connection.driver_connection.execute(DROP_REPEATABLES_SQL)
+        connection.execute(text(f"delete from {META_SCHEMA}.repeatable_objects"))
+
+
 def apply_repeatables(connection: Connection, at_head: bool) -> None:
     """At head, re-apply sql/ when its content changed; below head, forget it was applied."""
     if not at_head:
@@ -216,6 +275,8 @@ def run_online() -> None:
         acquire_lock(connection)
         prepare_meta(connection)
         validate_applied(connection, script)
+        if is_downgrade():
+            drop_repeatables(connection)
         context.configure(
             connection=connection,
             version_table_schema=META_SCHEMA,

@@ -13,7 +13,8 @@
 #   --check          change nothing; list what an install would do, exit 1 if anything
 #   --plpython-only  only copy plpython/pgseek into PGSEEK_PYLIB when it changed
 # Environment: PGSEEK_PG_MAJOR (15), PYTHON (python3), PGSEEK_PYLIB, PGSEEK_VENV,
-#   PGSEEK_BUILD_DIR (.build), PGSEEK_OS_RELEASE (/etc/os-release)
+#   PGSEEK_BUILD_DIR (.build), PGSEEK_OS_RELEASE (/etc/os-release),
+#   PGSEEK_WITH_REFERENCE=1 (also install requirements/reference.txt into .venv)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -128,27 +129,35 @@ install_pgvector() {
     case "$have" in "${PGVECTOR_SERIES}".* | 0.9.* | 0.1[0-9].*) ;; *) die "pgvector install finished but vector.control reports '${have:-nothing}'" ;; esac
 }
 
-# Debian 12 ships no pgvector; Debian trixie ships 0.8.x as source. Only a deb-src
-# line is added, so no binary package from trixie can ever be installed by it.
-build_pgvector_from_trixie_source() {
+# Debian 12 ships no pgvector; Debian trixie ships it as source. Only a deb-src line is added, so no binary package from trixie
+# can ever be installed through it.
+add_trixie_sources() {
     local sources=/etc/apt/sources.list.d/pgseek-trixie-src.sources
-    if [ ! -e "$sources" ]; then
-        say "adding a deb-src line for Debian trixie (pgvector source)"
-        printf '%s\n' 'Types: deb-src' 'URIs: http://deb.debian.org/debian' 'Suites: trixie' \
-            'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
-            $SUDO tee "$sources" >/dev/null
-        run $SUDO apt-get update -q
-    fi
-    say "building pgvector from Debian trixie's source package"
-    rm -rf "$BUILD/pgvector" && mkdir -p "$BUILD/pgvector"
-    (cd "$BUILD/pgvector" && run apt-get source -q pgvector)
+    [ -e "$sources" ] && return 0
+    say "adding a deb-src line for Debian trixie (pgvector source)"
+    printf '%s\n' 'Types: deb-src' 'URIs: http://deb.debian.org/debian' 'Suites: trixie' \
+        'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
+        $SUDO tee "$sources" >/dev/null
+    run $SUDO apt-get update -q
+    APT_UPDATED=1
+}
+
+# build_from_trixie_source SOURCE_PACKAGE: apt-get source, make, make install.
+build_from_trixie_source() {
+    local package="$1"
+    add_trixie_sources
+    say "building $package from Debian trixie's source package"
+    rm -rf "${BUILD:?}/$package" && mkdir -p "$BUILD/$package"
+    (cd "$BUILD/$package" && run apt-get source -q "$package")
     local src
-    src="$(find "$BUILD/pgvector" -maxdepth 1 -type d -name 'pgvector-*' | head -n 1)"
-    [ -n "$src" ] || die "apt-get source pgvector produced no source tree (see $LOG)"
+    src="$(find "$BUILD/$package" -mindepth 1 -maxdepth 1 -type d | head -n 1)"
+    [ -n "$src" ] || die "apt-get source $package produced no source tree (see $LOG)"
     local pg_config="/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config"
     run make -C "$src" -j"$(nproc)" PG_CONFIG="$pg_config"
     run $SUDO make -C "$src" install PG_CONFIG="$pg_config"
 }
+
+build_pgvector_from_trixie_source() { build_from_trixie_source pgvector; }
 
 # stamp_matches NAME FILE...: true when the hash of FILEs equals the stamp NAME.
 stamp_matches() {
@@ -164,7 +173,9 @@ write_stamp() {
 
 install_venv() {
     local reqs=("$ROOT/requirements/dev.txt" "$ROOT/requirements/deploy.txt" "$ROOT/requirements/plpython.txt")
-    [ -f "$ROOT/requirements/reference.txt" ] && reqs+=("$ROOT/requirements/reference.txt")
+    # PyTorch + sentence-transformers, only for the live reference check (opt-in: a
+    # plain PyPI torch is a multi-GB CUDA build); the stored reference vectors need none.
+    [ "${PGSEEK_WITH_REFERENCE:-0}" = 1 ] && reqs+=("$ROOT/requirements/reference.txt")
     local models="$ROOT/requirements/models.txt"
     if [ -x "$VENV/bin/python" ] && stamp_matches venv "${reqs[@]}" "$models"; then return 0; fi
     act "creating the Python environment in ${VENV#"$ROOT"/}" || return 0

@@ -26,8 +26,11 @@ sys.path.insert(0, str(MIGRATIONS))
 import checksums  # noqa: E402
 
 
-def alembic_config() -> Config:
-    return Config(str(MIGRATIONS / "alembic.ini"))
+def alembic_config(direction: str | None = None) -> Config:
+    config = Config(str(MIGRATIONS / "alembic.ini"))
+    if direction:
+        config.attributes["pgseek.direction"] = direction
+    return config
 
 
 def connect():
@@ -105,9 +108,9 @@ def main(argv: list[str]) -> None:
     verb, args = argv[0], argv[1:]
     target = args[0] if args and args[0] else None
     if verb == "upgrade":
-        command.upgrade(alembic_config(), target or "head")
+        command.upgrade(alembic_config("upgrade"), target or "head")
     elif verb == "downgrade":
-        command.downgrade(alembic_config(), target or "-1")
+        command.downgrade(alembic_config("downgrade"), target or "-1")
     elif verb == "status":
         status()
     elif verb == "sql":

@@ -14,11 +14,13 @@ as $$
     from pgseek.config as c
 $$;
 
--- Returns the statements that bring the vector index in line with pgseek.config, in
--- the order to run them: drop an INVALID copy of the wanted index, create it
--- concurrently, then drop the managed indexes no longer wanted (so searches keep an
--- index while the new one builds). They cannot run inside a function or transaction;
--- `make vector-index` runs them, or a DBA runs them in psql.
+-- Returns the statements that bring the vector indexes in line with pgseek.config, in
+-- the order to run them: for each wanted index (the current model's on embedding;
+-- during a model change, once re-embedding is complete, the next model's on
+-- embedding_next) drop an INVALID copy and create it concurrently; then drop the
+-- managed indexes no longer wanted (so searches keep an index while a new one builds).
+-- They cannot run inside a function or transaction: `make vector-index` runs them, or
+-- a DBA runs them in psql.
 create or replace function pgseek.vector_index_ddl()
 returns setof text
 language plpgsql
@@ -26,7 +28,8 @@ stable
 as $$
 declare
     c pgseek.config;
-    wanted text := pgseek.vector_index_name();
+    wanted record;
+    wanted_names text [] := '{}';
     wanted_valid boolean;
     opclass text;
     options text;
@@ -34,32 +37,52 @@ declare
     stale record;
 begin
     select * into strict c from pgseek.config;
-    if c.vector_index <> 'none' and c.embedding_dimensions > 2000 then
-        raise exception 'a % index on vector supports at most 2000 dimensions, config asks for %',
-        c.vector_index, c.embedding_dimensions
-        using errcode = 'feature_not_supported',
-        hint = 'Use a model with at most 2000 dimensions (e.g. text-embedding-3-large with dimensions = 1536).';
-    end if;
-    select x.indisvalid into wanted_valid
-    from pg_catalog.pg_index as x
-    inner join pg_catalog.pg_class as i on x.indexrelid = i.oid
-    where x.indrelid = 'pgseek.documents'::regclass and i.relname = wanted;
-
-    if wanted is not null and wanted_valid is not true then
-        if wanted_valid is false then
-            return next format('drop index concurrently if exists pgseek.%I', wanted);
+    opclass := case c.distance_metric
+        when 'cosine' then 'vector_cosine_ops'
+        when 'l2' then 'vector_l2_ops'
+        else 'vector_ip_ops'
+    end;
+    for wanted in
+        select w.name, w.col, w.dims
+        from (
+            values
+            (pgseek.vector_index_name(), 'embedding', c.embedding_dimensions),
+            (
+                format('documents_embedding_next_%s_%s_%s', c.next_embedding_dimensions,
+                    c.vector_index, c.distance_metric),
+                'embedding_next', c.next_embedding_dimensions
+            )
+        ) as w (name, col, dims)
+        where c.vector_index <> 'none' and w.dims is not null
+            and (w.col = 'embedding' or not exists (
+                select from pgseek.embedding_queue as q where q.target = 'embedding_next'
+            ))
+    loop
+        wanted_names := wanted_names || wanted.name;
+        if wanted.dims > 2000 then
+            raise exception 'a % index on vector supports at most 2000 dimensions, config asks for %',
+            c.vector_index, wanted.dims
+            using errcode = 'feature_not_supported',
+            hint = 'Use a model with at most 2000 dimensions '
+            || '(e.g. text-embedding-3-large with dimensions = 1536).';
         end if;
-        opclass := case c.distance_metric
-            when 'cosine' then 'vector_cosine_ops'
-            when 'l2' then 'vector_l2_ops'
-            else 'vector_ip_ops'
-        end;
+        wanted_valid := null;
+        select x.indisvalid into wanted_valid
+        from pg_catalog.pg_index as x
+        inner join pg_catalog.pg_class as i on x.indexrelid = i.oid
+        where x.indrelid = 'pgseek.documents'::regclass and i.relname = wanted.name;
+        continue when wanted_valid;
+        if wanted_valid is false then
+            return next format('drop index concurrently if exists pgseek.%I', wanted.name);
+        end if;
         if c.vector_index = 'hnsw' then
             options := format('m = %s, ef_construction = %s', c.hnsw_m, c.hnsw_ef_construction);
         else
             -- pgvector's guidance: rows / 1000 lists up to 1M rows, sqrt(rows) above.
-            select count(*) into vector_rows from pgseek.documents as d
-            where vector_dims(d.embedding) = c.embedding_dimensions;
+            execute format(
+                'select count(*) from pgseek.documents where vector_dims(%I) = %s',
+                wanted.col, wanted.dims
+            ) into vector_rows;
             options := format('lists = %s', coalesce(c.ivfflat_lists, case
                 when vector_rows <= 1000000 then greatest(vector_rows / 1000, 1)
                 else ceil(sqrt(vector_rows))::bigint
@@ -67,11 +90,11 @@ begin
         end if;
         return next format(
             'create index concurrently %I on pgseek.documents using %s '
-            '((embedding::vector(%s)) %s) with (%s) where vector_dims(embedding) = %s',
-            wanted, c.vector_index, c.embedding_dimensions, opclass, options,
-            c.embedding_dimensions
+            '((%I::vector(%s)) %s) with (%s) where vector_dims(%I) = %s',
+            wanted.name, c.vector_index, wanted.col, wanted.dims, opclass, options,
+            wanted.col, wanted.dims
         );
-    end if;
+    end loop;
 
     for stale in
         select i.relname
@@ -79,7 +102,7 @@ begin
         inner join pg_catalog.pg_class as i on x.indexrelid = i.oid
         where x.indrelid = 'pgseek.documents'::regclass
             and i.relname like 'documents\_embedding\_%'
-            and i.relname is distinct from wanted
+            and i.relname <> all(wanted_names)
         order by i.relname
     loop
         return next format('drop index concurrently if exists pgseek.%I', stale.relname);

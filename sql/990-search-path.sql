@@ -1,7 +1,9 @@
 -- Pins search_path on every pgseek function, so none depends on the caller's:
 -- pg_catalog first (built-ins cannot be shadowed), then pgseek, then the schema where
 -- pgvector is installed (public by default, 'extensions' on some platforms).
--- Runs last, so it covers every function the files before it created.
+-- Runs last, so it covers every function the files before it created. Procedures are
+-- left alone: a procedure with a SET clause cannot commit, so their bodies qualify
+-- every name instead.
 do $$
 declare
     vector_schema text := (
@@ -15,7 +17,7 @@ begin
     for fn in
         select p.oid::regprocedure
         from pg_catalog.pg_proc as p
-        where p.pronamespace = 'pgseek'::regnamespace and p.prokind in ('f', 'p')
+        where p.pronamespace = 'pgseek'::regnamespace and p.prokind = 'f'
     loop
         execute format(
             'alter routine %s set search_path = pg_catalog, pgseek, %I, pg_temp',

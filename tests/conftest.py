@@ -13,92 +13,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-TEMPLATE_DB = "pgseek_test_template"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def with_dbname(url: str, dbname: str) -> str:
-    """The same server URL, for another database."""
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
-
-
-def as_url(conninfo: str) -> str:
-    """A postgresql:// URL for a conninfo string (what DATABASE_URL consumers expect)."""
-    p = conninfo_to_dict(conninfo)
-    auth = p.get("user", "")
-    if p.get("password"):
-        auth += ":" + p["password"]
-    return f"postgresql://{auth}@{p.get('host', '127.0.0.1')}:{p.get('port', 5432)}/{p['dbname']}"
-
-
-def run_migrate(
-    url: str, *args: str, timeout: float = 120, **env: str
-) -> subprocess.CompletedProcess:
-    """Run scripts/migrate.py against a database; returns the finished process."""
-    return subprocess.run(
-        [PYTHON, str(ROOT / "scripts" / "migrate.py"), *args],
-        env={**os.environ, "DATABASE_URL": as_url(url), **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-@dataclass
-class Server:
-    """A PostgreSQL server the tests may create databases on (superuser URL)."""
-
-    url: str
-    cron_database: str | None
-
-    def connect(self, dbname: str = "postgres") -> psycopg.Connection:
-        return psycopg.connect(with_dbname(self.url, dbname), autocommit=True)
-
-    def create_database(self, template: str | None = None) -> str:
-        name = f"pgseek_test_{uuid.uuid4().hex[:12]}"
-        with self.connect() as conn:
-            clause = f" template {template}" if template else ""
-            conn.execute(f"create database {name}{clause}")
-        return name
-
-    def drop_database(self, name: str) -> None:
-        with self.connect() as conn:
-            conn.execute(f"drop database if exists {name} with (force)")
-
-
-def start_ephemeral_cluster(home: Path, port: int) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PGSEEK_HOME": str(home),
-        "PGSEEK_PORT": str(port),
-        "PGSEEK_DB": "pgseek_test_cron",
-        "PGSEEK_SHARED_BUFFERS": "256MB",
-        "PGSEEK_EFFECTIVE_CACHE_SIZE": "2GB",
-    }
-    subprocess.run([str(ROOT / "scripts" / "cluster.sh"), "up"], env=env, check=True)
-    return env
+from pgtest import (
+    ROOT,
+    TEMPLATE_DB,
+    Database,
+    Server,
+    free_port,
+    run_migrate,
+    start_ephemeral_cluster,
+    with_dbname,
+)
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +52,7 @@ def server() -> Iterator[Server]:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        yield Server(url, "pgseek_test_cron")
+        yield Server(url, "pgseek_test_cron", owned=True)
     finally:
         subprocess.run([str(ROOT / "scripts" / "cluster.sh"), "destroy"], env=env, check=False)
         shutil.rmtree(home, ignore_errors=True)
@@ -136,17 +68,6 @@ def template_db(server: Server) -> Iterator[str]:
     assert result.returncode == 0, result.stderr
     yield TEMPLATE_DB
     server.drop_database(TEMPLATE_DB)
-
-
-@dataclass
-class Database:
-    """A clean database of the test's own, migrated to head."""
-
-    name: str
-    url: str
-
-    def connect(self, **kwargs) -> psycopg.Connection:
-        return psycopg.connect(self.url, autocommit=True, **kwargs)
 
 
 @pytest.fixture

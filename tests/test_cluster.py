@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ROOT, free_port
+
+from pgtest import ROOT, free_port
 
 
 class Make:

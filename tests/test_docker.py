@@ -7,7 +7,8 @@ image's logic lives in the same scripts the rest of the suite tests directly.
 from __future__ import annotations
 
 import pytest
-from conftest import ROOT
+
+from pgtest import ROOT
 
 
 def docker_engine_problem() -> str | None:

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+
+from pgtest import ROOT
 
 INSTALL = str(ROOT / "scripts" / "install.sh")
 

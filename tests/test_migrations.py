@@ -11,12 +11,15 @@ import threading
 import time
 from pathlib import Path
 
-import checksums
 import psycopg
 import pytest
-from conftest import ROOT, as_url, run_migrate
+
+import checksums
+from pgtest import ROOT, as_url, run_migrate
 from sqlfile import Section, split_sections
 
+REVISIONS = [m.name.split("_")[0] for m in checksums.revision_modules()]
+HEAD = REVISIONS[-1]
 PG_DUMP = f"/usr/lib/postgresql/{os.environ.get('PGSEEK_PG_MAJOR', '15')}/bin/pg_dump"
 
 
@@ -46,7 +49,7 @@ def test_upgrade_downgrade_upgrade_leaves_an_identical_schema(empty_db):
     assert run_migrate(empty_db.url, "upgrade").returncode == 0
     first = schema_dump(empty_db.url)
     assert "CREATE TABLE pgseek.documents" in first
-    assert revision(empty_db.url) == "0002"
+    assert revision(empty_db.url) == HEAD
 
     result = run_migrate(empty_db.url, "downgrade", "base")
     assert result.returncode == 0, result.stderr
@@ -70,7 +73,7 @@ def test_each_revision_downgrades_one_step_at_a_time(empty_db):
 
 def test_rollback_of_the_vector_index_and_back(empty_db):
     assert run_migrate(empty_db.url, "upgrade").returncode == 0
-    assert run_migrate(empty_db.url, "downgrade").returncode == 0
+    assert run_migrate(empty_db.url, "downgrade", "0001").returncode == 0
     with empty_db.connect() as c:
         assert (
             c.execute(
@@ -128,7 +131,7 @@ def test_concurrent_migrations_do_not_interleave(empty_db):
     # Exactly one of them ran the revisions; the others found the database at head.
     ran = [err for _, err in outputs if "Running upgrade  -> 0001" in err]
     assert len(ran) == 1
-    assert revision(empty_db.url) == "0002"
+    assert revision(empty_db.url) == HEAD
 
 
 def hold_migration_lock(url: str) -> psycopg.Connection:
@@ -157,7 +160,7 @@ def test_a_second_migrator_waits_for_the_lock(empty_db):
     result = run_migrate(empty_db.url, "upgrade", PGSEEK_MIGRATE_LOCK_TIMEOUT="60")
     assert result.returncode == 0, result.stderr
     assert "waiting for another migration" in result.stderr
-    assert revision(empty_db.url) == "0002"
+    assert revision(empty_db.url) == HEAD
 
 
 def test_released_migrations_match_frozen_txt():
@@ -213,6 +216,7 @@ def write_revision(
     module = (copy / "versions" / "0002_vector_index.py").read_text()
     module = module.replace('revision = "0002"', f'revision = "{number}"')
     module = module.replace('down_revision = "0001"', f'down_revision = "{down}"')
+    assert f'down_revision = "{down}"' in module
     (copy / "versions" / f"{number}_test.py").write_text(module)
     (copy / "versions" / f"{number}_test.upgrade.sql").write_text(upgrade_sql)
     (copy / "versions" / f"{number}_test.downgrade.sql").write_text(downgrade_sql)
@@ -223,7 +227,7 @@ def test_no_transaction_section_runs_create_index_concurrently(empty_db, tmp_pat
     write_revision(
         copy,
         "0900",
-        "0002",
+        HEAD,
         "create table pgseek.t (x int);\n"
         "--! no-transaction\n"
         "drop index concurrently if exists pgseek.t_x_idx;\n"
@@ -240,7 +244,7 @@ def test_no_transaction_section_runs_create_index_concurrently(empty_db, tmp_pat
         ).fetchone()[0]
         assert valid is True
         assert c.execute("select count(*) from pgseek.t").fetchone()[0] == 1
-    assert alembic(copy, empty_db.url, "downgrade", "0002").returncode == 0
+    assert alembic(copy, empty_db.url, "downgrade", HEAD).returncode == 0
 
 
 def test_a_failing_revision_rolls_back_completely(empty_db, tmp_path):
@@ -248,14 +252,14 @@ def test_a_failing_revision_rolls_back_completely(empty_db, tmp_path):
     write_revision(
         copy,
         "0900",
-        "0002",
+        HEAD,
         "create table pgseek.half_done (x int);\nselect 1 / 0;\n",
         "drop table pgseek.half_done;\n",
     )
     result = alembic(copy, empty_db.url, "upgrade", "head")
     assert result.returncode != 0
     assert "division by zero" in result.stderr
-    assert revision(empty_db.url) == "0002"
+    assert revision(empty_db.url) == HEAD
     with empty_db.connect() as c:
         assert c.execute("select to_regclass('pgseek.half_done')").fetchone()[0] is None
 
@@ -282,7 +286,7 @@ def test_status_reports_pending_revisions(empty_db):
     result = run_migrate(empty_db.url, "status")
     assert result.returncode == 0, result.stderr
     assert "database revision: base" in result.stdout
-    assert "pending:           0001, 0002" in result.stdout
+    assert f"pending:           {', '.join(REVISIONS)}" in result.stdout
 
 
 def test_split_sections():
@@ -304,3 +308,23 @@ def test_split_sections():
 def test_dollar_quotes_are_refused_outside_a_transaction():
     with pytest.raises(ValueError, match="dollar-quoted"):
         Section("do $$ begin end $$;", in_transaction=False).statements()
+
+
+def test_a_downgrade_keeps_documents_and_writes_still_work(empty_db):
+    assert run_migrate(empty_db.url, "upgrade").returncode == 0
+    with empty_db.connect() as c:
+        c.execute("insert into pgseek.documents (content) values ('written at head')")
+    assert run_migrate(empty_db.url, "downgrade", "0002").returncode == 0
+    with empty_db.connect() as c:
+        # No stale trigger of head's code survives below head: writes keep working.
+        c.execute("insert into pgseek.documents (content) values ('written below head')")
+        assert c.execute("select count(*) from pgseek.documents").fetchone()[0] == 2
+    result = run_migrate(empty_db.url, "upgrade")
+    assert result.returncode == 0, result.stderr
+    with empty_db.connect() as c:
+        queued = c.execute(
+            "select d.content from pgseek.embedding_queue as q"
+            " join pgseek.documents as d on d.id = q.document_id order by 1"
+        ).fetchall()
+        assert queued == [("written at head",), ("written below head",)]
+        assert c.execute("select unaccounted from pgseek.embedding_status").fetchone()[0] == 0

@@ -1,0 +1,25 @@
+-- Reverts 0003. Embeddings already stored in documents.embedding stay.
+drop table pgseek.query_embeddings;
+drop table pgseek.embedding_batches;
+drop table pgseek.embedding_dead_letter;
+drop table pgseek.embedding_queue;
+alter table pgseek.documents
+drop column chunk_index,
+drop column source_id,
+drop column embedding_next,
+drop column content_hash;
+drop table pgseek.sources;
+drop function pgseek.content_sha256(text);
+drop table pgseek.provider_secrets;
+alter table pgseek.config
+drop column next_embedding_options,
+drop column next_embedding_dimensions,
+drop column next_embedding_model,
+drop column next_embedding_provider,
+drop column queue_retry_max_delay,
+drop column queue_retry_delay,
+drop column queue_max_attempts,
+drop column embedding_mode,
+drop column embedding_options,
+drop column embedding_model,
+drop column embedding_provider;

@@ -1,0 +1,126 @@
+-- pgseek's pg_cron jobs, all named 'pgseek-...'. pg_cron lives in one database per
+-- server (cron.database_name); where that is not pgseek's, these functions explain how
+-- to schedule from there, and the rest of pgseek works without them.
+
+-- Raises a clear error when pg_cron is not installed in this database.
+create or replace function pgseek.require_pg_cron()
+returns void
+language plpgsql
+stable
+as $$
+begin
+    if not exists (select from pg_catalog.pg_extension where extname = 'pg_cron') then
+        raise exception 'pg_cron is not installed in database %', current_database()
+        using errcode = 'feature_not_supported',
+        hint = format(
+            'pg_cron runs in database %s (cron.database_name). There, run: select '
+            'cron.schedule_in_database(''pgseek-embedding-worker'', ''* * * * *'', '
+            '''call pgseek.run_embedding_worker(50)'', %L)',
+            coalesce(current_setting('cron.database_name', true), '(pg_cron not preloaded)'),
+            current_database()
+        );
+    end if;
+end
+$$;
+
+-- Lists pgseek's jobs with their last run.
+create or replace function pgseek.jobs()
+returns table (
+    job_name text,
+    schedule text,
+    command text,
+    active boolean,
+    last_status text,
+    last_start timestamptz,
+    last_message text
+)
+language plpgsql
+stable
+as $$
+begin
+    perform pgseek.require_pg_cron();
+    return query
+    select
+        j.jobname::text, j.schedule, j.command, j.active, r.status, r.start_time,
+        r.return_message
+    from cron.job as j
+    left join lateral (
+        select d.status, d.start_time, d.return_message
+        from cron.job_run_details as d
+        where d.jobid = j.jobid
+        order by d.runid desc
+        limit 1
+    ) as r on true
+    where j.jobname like 'pgseek-%' and j.database = current_database()
+    order by j.jobname;
+end
+$$;
+
+-- Installs (or updates, keeping paused jobs paused) pgseek's jobs; returns them.
+-- The embedding worker runs every minute and works for up to 50 seconds, so documents
+-- are embedded within seconds even where pg_cron has no second schedules (1.4).
+create or replace function pgseek.schedule_jobs()
+returns table (job_name text, schedule text, active boolean)
+language plpgsql
+volatile
+as $$
+begin
+    perform pgseek.require_pg_cron();
+    perform cron.schedule(
+        'pgseek-embedding-worker', '* * * * *', 'call pgseek.run_embedding_worker(50)'
+    );
+    return query select j.job_name, j.schedule, j.active from pgseek.jobs() as j;
+end
+$$;
+
+-- Returns the pg_cron job id of one of pgseek's jobs, or raises naming the job.
+create or replace function pgseek.job_id(job_name text)
+returns bigint
+language plpgsql
+stable
+as $$
+declare
+    id bigint;
+begin
+    perform pgseek.require_pg_cron();
+    select j.jobid into id from cron.job as j
+    where j.jobname = job_id.job_name and j.database = current_database();
+    if id is null then
+        raise exception 'no pgseek job named %', coalesce(quote_literal(job_name), 'NULL')
+        using errcode = 'undefined_object', hint = 'select * from pgseek.jobs()';
+    end if;
+    return id;
+end
+$$;
+
+-- Pause, resume and remove one of pgseek's jobs by name (plpgsql: pg_cron's functions
+-- are looked up when called, so these exist, and explain, where pg_cron does not).
+create or replace function pgseek.pause_job(job_name text)
+returns void
+language plpgsql
+volatile
+as $$
+begin
+    perform cron.alter_job(pgseek.job_id(job_name), active => false);
+end
+$$;
+
+create or replace function pgseek.resume_job(job_name text)
+returns void
+language plpgsql
+volatile
+as $$
+begin
+    perform cron.alter_job(pgseek.job_id(job_name), active => true);
+end
+$$;
+
+create or replace function pgseek.unschedule_job(job_name text)
+returns void
+language plpgsql
+volatile
+as $$
+begin
+    perform cron.unschedule(pgseek.job_id(job_name));
+end
+$$;

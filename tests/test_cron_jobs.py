@@ -1,0 +1,77 @@
+"""pgseek's pg_cron jobs, run for real by pg_cron (which has minute schedules in 1.4)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from psycopg import errors
+
+from pgtest import run_migrate, with_dbname
+
+
+@pytest.fixture(scope="module")
+def cron_conn(server):
+    """The cron database (cron.database_name) of a cluster this session started, migrated."""
+    if not server.owned:
+        pytest.skip("runs only on the test session's own cluster (it migrates the cron database)")
+    result = run_migrate(with_dbname(server.url, server.cron_database), "upgrade")
+    assert result.returncode == 0, result.stderr
+    with server.connect(server.cron_database) as conn:
+        yield conn
+        conn.execute("select cron.unschedule(jobid) from cron.job where jobname like 'pgseek-%'")
+
+
+def wait_for(predicate, timeout: float, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+@pytest.mark.slow
+def test_the_scheduled_worker_embeds_new_rows(cron_conn):
+    jobs = cron_conn.execute("select job_name, schedule, active from pgseek.jobs()").fetchall()
+    assert ("pgseek-embedding-worker", "* * * * *", True) in jobs
+    cron_conn.execute(
+        "insert into pgseek.documents (content) select 'scheduled embedding ' || i"
+        " from generate_series(1, 20) as i"
+    )
+    embedded = wait_for(
+        lambda: cron_conn.execute(
+            "select embedded = 20 and queued = 0 from pgseek.embedding_status"
+        ).fetchone()[0],
+        timeout=150,
+    )
+    assert embedded, cron_conn.execute("select * from pgseek.jobs()").fetchall()
+    run = cron_conn.execute(
+        "select d.status from cron.job_run_details as d join cron.job as j using (jobid)"
+        " where j.jobname = 'pgseek-embedding-worker' order by d.runid desc limit 1"
+    ).fetchone()
+    assert run[0] in ("running", "succeeded")
+
+
+def test_jobs_can_be_paused_resumed_and_rescheduled_idempotently(cron_conn):
+    cron_conn.execute("select pgseek.pause_job('pgseek-embedding-worker')")
+    assert cron_conn.execute("select active from pgseek.jobs()").fetchone()[0] is False
+    # Scheduling again updates the job by name and keeps it paused.
+    cron_conn.execute("select pgseek.schedule_jobs()")
+    rows = cron_conn.execute("select job_name, active from pgseek.jobs()").fetchall()
+    assert rows == [("pgseek-embedding-worker", False)]
+    cron_conn.execute("select pgseek.resume_job('pgseek-embedding-worker')")
+    assert cron_conn.execute("select active from pgseek.jobs()").fetchone()[0] is True
+
+
+def test_unknown_job_names_are_reported(cron_conn):
+    with pytest.raises(errors.UndefinedObject, match="no pgseek job named 'nightly'"):
+        cron_conn.execute("select pgseek.pause_job('nightly')")
+
+
+def test_without_pg_cron_scheduling_explains_what_to_do(conn):
+    with pytest.raises(errors.FeatureNotSupported) as exc:
+        conn.execute("select pgseek.schedule_jobs()")
+    assert "pg_cron is not installed in database" in str(exc.value)
+    assert "cron.schedule_in_database('pgseek-embedding-worker'" in exc.value.diag.message_hint

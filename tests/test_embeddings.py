@@ -1,0 +1,432 @@
+"""In-database embeddings: embed(), the queue and its worker, sync mode, failures,
+dead letters, model changes and chunked ingest, against the real cluster."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from openai_stub import OpenAIStub, stub_vector
+
+API_KEY = "sk-test-5ecret-never-print-me"
+
+
+def floats(text: str) -> list[float]:
+    return [float(x) for x in text.strip("[]").split(",")]
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+
+
+def status(conn) -> dict:
+    cur = conn.execute("select * from pgseek.embedding_status")
+    return dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
+
+
+def insert(conn, *texts: str, **columns) -> list:
+    ids = []
+    for text in texts:
+        ids.append(
+            conn.execute(
+                "insert into pgseek.documents (content, metadata) values (%s, %s) returning id",
+                (text, json.dumps(columns.get("metadata", {}))),
+            ).fetchone()[0]
+        )
+    return ids
+
+
+def queued(conn) -> list[tuple]:
+    return conn.execute(
+        "select document_id, target, attempts from pgseek.embedding_queue order by id"
+    ).fetchall()
+
+
+@pytest.fixture
+def stub():
+    server = OpenAIStub(dimensions=8)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def remote(conn, stub):
+    """The database configured for the stub OpenAI-compatible server (8 dimensions)."""
+    conn.execute(
+        "update pgseek.config set embedding_provider = 'openai', embedding_model = 'stub-embed',"
+        " embedding_dimensions = 8, embedding_options = %s",
+        (json.dumps({"base_url": stub.base_url, "timeout": 1}),),
+    )
+    conn.execute("select pgseek.set_api_key('openai', %s)", (API_KEY,))
+    return conn
+
+
+# --- the local model --------------------------------------------------------------
+
+
+def test_embed_returns_a_normalized_384_dimension_vector(conn):
+    vector = floats(
+        conn.execute("select pgseek.embed('PostgreSQL is a database')::text").fetchone()[0]
+    )
+    assert len(vector) == 384
+    assert abs(sum(x * x for x in vector) - 1.0) < 1e-3
+
+
+def test_similar_texts_are_closer_than_unrelated_ones(conn):
+    rows = conn.execute(
+        "select v::text from unnest(pgseek.embed(array['a cat sits on the mat',"
+        " 'a kitten rests on a rug', 'quarterly tax filing deadlines'])) as v"
+    ).fetchall()
+    cat, kitten, taxes = (floats(r[0]) for r in rows)
+    assert cosine(cat, kitten) > cosine(cat, taxes) + 0.2
+
+
+def test_query_embeddings_are_cached_by_model_and_text(conn):
+    conn.execute("select pgseek.embed('cached query')")
+    conn.execute("select pgseek.embed('cached query')")
+    rows = conn.execute(
+        "select model, count(*) from pgseek.query_embeddings group by model"
+    ).fetchall()
+    assert rows == [("local/all-MiniLM-L6-v2/384", 1)]
+
+
+def test_embed_null_is_null_and_empty_is_an_error(conn):
+    assert conn.execute("select pgseek.embed(null::text)").fetchone()[0] is None
+    with pytest.raises(errors.InvalidParameterValue, match="query must not be empty"):
+        conn.execute("select pgseek.embed('   ')")
+
+
+def test_embed_array_keeps_order_and_nulls(conn):
+    rows = conn.execute(
+        "select v is null from unnest(pgseek.embed(array['one', null, 'three'])) as v"
+    ).fetchall()
+    assert [r[0] for r in rows] == [False, True, False]
+
+
+def test_text_longer_than_the_model_window_is_embedded(conn):
+    long_text = "word " * 5000 + "\x01\x07 control characters are fine"
+    (doc_id,) = insert(conn, long_text)
+    assert conn.execute("select pgseek.process_embedding_queue(10)").fetchone()[0] == 1
+    dims = conn.execute(
+        "select vector_dims(embedding) from pgseek.documents where id = %s", (doc_id,)
+    ).fetchone()[0]
+    assert dims == 384
+
+
+def test_worker_embeds_queued_rows_with_the_local_model(conn):
+    ids = insert(conn, "PostgreSQL stores rows in heap pages", "pgvector adds vector search")
+    assert len(queued(conn)) == 2
+    assert conn.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 2
+    assert queued(conn) == []
+    s = status(conn)
+    assert (s["embedded"], s["queued"], s["unaccounted"]) == (2, 0, 0)
+    stored = conn.execute(
+        "select embedding::text from pgseek.documents where id = %s", (ids[0],)
+    ).fetchone()[0]
+    direct = conn.execute(
+        "select (pgseek.compute_embeddings(array['PostgreSQL stores rows in heap pages']))[1]::text"
+    ).fetchone()[0]
+    assert cosine(floats(stored), floats(direct)) > 0.9999
+
+
+def test_sync_mode_embeds_in_the_writing_transaction(conn):
+    conn.execute("update pgseek.config set embedding_mode = 'sync'")
+    (doc_id,) = insert(conn, "embedded before the insert returns")
+    assert queued(conn) == []
+    assert conn.execute(
+        "select embedding is not null from pgseek.documents where id = %s", (doc_id,)
+    ).fetchone()[0]
+
+
+def test_chunked_ingest_stores_queues_and_cascades(conn):
+    paragraph = (
+        "PostgreSQL is an object-relational database. It has transactions. "
+        "It supports extensions such as pgvector, which adds vector similarity search. "
+    )
+    source_id = conn.execute(
+        'select pgseek.ingest(%s, \'{"source": "manual"}\', 64, 16)', (paragraph * 20,)
+    ).fetchone()[0]
+    chunks = conn.execute(
+        "select chunk_index, metadata, length(content) from pgseek.documents"
+        " where source_id = %s order by chunk_index",
+        (source_id,),
+    ).fetchall()
+    # About 64 WordPiece tokens each: a few hundred characters, not a word or two.
+    assert 8 <= len(chunks) <= 30
+    assert all(150 <= c[2] <= 500 for c in chunks[:-1])
+    assert [c[0] for c in chunks] == list(range(len(chunks)))
+    assert all(c[1] == {"source": "manual"} for c in chunks)
+    assert len(queued(conn)) == len(chunks)
+    conn.execute("delete from pgseek.sources where id = %s", (source_id,))
+    assert conn.execute("select count(*) from pgseek.documents").fetchone()[0] == 0
+    assert queued(conn) == []
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("select pgseek.ingest('  ')", "content must not be empty"),
+        ("select pgseek.ingest('text', '[1]')", "metadata must be a JSON object"),
+        ("select * from pgseek.chunk_text('text', 4)", "chunk_tokens must be between 16 and 8192"),
+        ("select * from pgseek.chunk_text('text', 64, 40)", "overlap_tokens must be between 0"),
+        ("select pgseek.process_embedding_queue(0)", "max_rows must be between 1 and 10000"),
+        ("call pgseek.run_embedding_worker(-1)", "max_seconds must be between 0 and 3600"),
+        ("select pgseek.set_api_key('anthropic', 'k')", "provider must be 'openai'"),
+        ("select pgseek.set_api_key('openai', '')", "api_key must not be empty"),
+        ("select pgseek.start_model_change('nope', 'm', 8)", "unknown embedding provider 'nope'"),
+        ("select pgseek.start_model_change('local', 'all-MiniLM-L6-v2', 5)", "has 384 dimensions"),
+        ("select pgseek.start_model_change('local', 'bert-large', 1024)", "unknown local model"),
+        ("select pgseek.start_model_change('openai', 'm', 0)", "dimensions must be between"),
+        ("select pgseek.start_model_change('openai', 'm', 8, '[]')", "options must be a JSON"),
+        ("select pgseek.compute_embeddings(array['x'], 'vectors')", "target must be"),
+    ],
+)
+def test_bad_arguments_raise_22023(conn, call, message):
+    with pytest.raises(errors.InvalidParameterValue, match=message):
+        conn.execute(call)
+
+
+# --- the queue, with the stub server --------------------------------------------------
+
+
+def test_remote_provider_embeds_and_sends_the_key(remote, stub):
+    ids = insert(remote, "first", "second", "third")
+    assert remote.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 3
+    assert stub.requests[0]["auth"] == f"Bearer {API_KEY}"
+    assert stub.requests[0]["body"]["dimensions"] == 8
+    stored = remote.execute(
+        "select embedding::text from pgseek.documents where id = %s", (ids[1],)
+    ).fetchone()[0]
+    assert cosine(floats(stored), stub_vector("second", 8)) > 0.9999  # index order honoured
+
+
+def test_metadata_update_does_not_reembed(remote):
+    (doc_id,) = insert(remote, "stable text")
+    remote.execute("select pgseek.process_embedding_queue(64)")
+    remote.execute("update pgseek.documents set metadata = '{\"tag\": 1}' where id = %s", (doc_id,))
+    remote.execute("update pgseek.documents set content = content where id = %s", (doc_id,))
+    assert queued(remote) == []
+    remote.execute("update pgseek.documents set content = 'new text' where id = %s", (doc_id,))
+    assert [q[0] for q in queued(remote)] == [doc_id]
+
+
+def test_client_supplied_vectors_skip_the_queue(remote):
+    remote.execute(
+        "insert into pgseek.documents (content, embedding) values ('imported', %s::vector)",
+        (str(stub_vector("imported", 8)),),
+    )
+    assert queued(remote) == []
+
+
+def test_mode_off_queues_nothing(remote):
+    remote.execute("update pgseek.config set embedding_mode = 'off'")
+    insert(remote, "not embedded by pgseek")
+    assert queued(remote) == []
+
+
+def test_an_edit_while_queued_embeds_the_latest_text_once(remote, stub):
+    (doc_id,) = insert(remote, "draft")
+    remote.execute("update pgseek.documents set content = 'final' where id = %s", (doc_id,))
+    assert len(queued(remote)) == 2
+    assert remote.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 1
+    assert queued(remote) == []
+    assert [r["body"]["input"] for r in stub.requests] == [["final"]]
+
+
+def test_rate_limit_retries_after_the_servers_delay(remote, stub):
+    insert(remote, "a", "b")
+    stub.mode = "rate_limit"
+    assert remote.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 0
+    rows = remote.execute(
+        "select attempts, last_error, extract(epoch from next_attempt_at - now())"
+        " from pgseek.embedding_queue"
+    ).fetchall()
+    assert len(rows) == 2
+    for attempts, error, delay in rows:
+        assert attempts == 1
+        assert "429" in error or "rate" in error.lower()
+        assert API_KEY not in error
+        assert 6 <= float(delay) <= 60  # Retry-After: 7 wins over the 30 s +-20% backoff
+    # Not ready yet: nothing is taken, nothing is lost.
+    assert remote.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 0
+    assert status(remote)["unaccounted"] == 0
+
+
+@pytest.mark.parametrize("mode", ["error", "slow", "unauthorized", "malformed", "wrong_dimensions"])
+def test_failures_end_in_the_dead_letter_table_with_the_reason(remote, stub, mode):
+    remote.execute("update pgseek.config set queue_max_attempts = 1")
+    ids = insert(remote, "one", "two")
+    stub.mode = mode
+    assert remote.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 0
+    failures = remote.execute(
+        "select document_id, error from pgseek.embedding_failures order by document_id"
+    ).fetchall()
+    assert sorted(f[0] for f in failures) == sorted(ids)
+    for _, error in failures:
+        assert error and API_KEY not in error
+    assert queued(remote) == []
+    s = status(remote)
+    assert (s["dead_letter"], s["unaccounted"], s["embedded"]) == (2, 0, 0)
+    # Fixed provider: requeue and embed.
+    stub.mode = "ok"
+    assert remote.execute("select pgseek.requeue_failed()").fetchone()[0] == 2
+    assert remote.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 2
+    assert status(remote)["embedded"] == 2
+
+
+def test_wrong_dimensions_never_reach_the_table(remote, stub):
+    stub.mode = "wrong_dimensions"
+    (doc_id,) = insert(remote, "x")
+    remote.execute("select pgseek.process_embedding_queue(64)")
+    error = remote.execute("select error from pgseek.embedding_failures").fetchone()[0]
+    assert "11 dimensions" in error and "8" in error
+    assert (
+        remote.execute(
+            "select embedding from pgseek.documents where id = %s", (doc_id,)
+        ).fetchone()[0]
+        is None
+    )
+
+
+def test_retries_then_dead_letter_after_max_attempts(remote, stub):
+    remote.execute(
+        "update pgseek.config set queue_max_attempts = 3, queue_retry_delay = '1 ms',"
+        " queue_retry_max_delay = '1 ms'"
+    )
+    insert(remote, "flaky")
+    stub.mode = "error"
+    for expected_attempts in (1, 2):
+        remote.execute("select pgseek.process_embedding_queue(64)")
+        remote.execute("select pg_sleep(0.01)")
+        assert [q[2] for q in queued(remote)] == [expected_attempts]
+    remote.execute("select pgseek.process_embedding_queue(64)")
+    assert queued(remote) == []
+    assert remote.execute("select attempts from pgseek.embedding_failures").fetchone()[0] == 3
+
+
+def test_query_embedding_errors_have_sqlstate_38000(remote, stub):
+    stub.mode = "error"
+    with pytest.raises(errors.ExternalRoutineException) as exc:
+        remote.execute("select pgseek.embed('anything')")
+    assert API_KEY not in str(exc.value)
+
+
+def test_two_workers_never_take_the_same_rows(remote, db, stub):
+    insert(remote, *[f"text {i}" for i in range(40)])
+    with db.connect() as first:
+        first.autocommit = False
+        taken_first = first.execute("select pgseek.process_embedding_queue(15)").fetchone()[0]
+        # first has not committed: its entries stay locked and second skips them.
+        taken_second = remote.execute("select pgseek.process_embedding_queue(100)").fetchone()[0]
+        first.commit()
+    assert (taken_first, taken_second) == (15, 25)
+    assert len(stub.requests) == 2
+    assert sum(len(r["body"]["input"]) for r in stub.requests) == 40
+    assert status(remote)["embedded"] == 40
+
+
+@pytest.mark.usefixtures("stub")
+def test_a_worker_killed_mid_batch_loses_nothing(remote, db):
+    insert(remote, *[f"doc {i}" for i in range(10)])
+    victim = psycopg.connect(db.url)  # autocommit off: the batch stays uncommitted
+    pid = victim.execute("select pg_backend_pid()").fetchone()[0]
+    victim.execute("select pgseek.process_embedding_queue(64)")
+    remote.execute("select pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(psycopg.OperationalError):
+        victim.commit()
+    victim.close()
+    assert len(queued(remote)) == 10
+    assert status(remote)["embedded"] == 0
+    assert remote.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 10
+    assert status(remote)["unaccounted"] == 0
+
+
+def test_writers_do_not_wait_for_a_worker(remote, db, stub):
+    ids = insert(remote, "being embedded")
+    stub.mode = "slow"  # the worker's request hangs until its 1 s timeout
+    worker = threading.Thread(
+        target=lambda: db.connect().execute("select pgseek.process_embedding_queue(64)")
+    )
+    worker.start()
+    try:
+        remote.execute("set statement_timeout = '500ms'")
+        remote.execute("update pgseek.documents set content = 'edited' where id = %s", (ids[0],))
+        insert(remote, "another")
+    finally:
+        worker.join()
+    assert len(queued(remote)) >= 2
+
+
+# --- changing models -------------------------------------------------------------------
+
+
+def test_model_change_reembeds_in_the_background_then_cuts_over(conn, db, stub):
+    from pgtest import run_migrate
+
+    ids = insert(conn, "alpha", "beta")
+    conn.execute("select pgseek.process_embedding_queue(64)")
+    conn.execute("select pgseek.set_api_key('openai', %s)", (API_KEY,))
+    options = json.dumps({"base_url": stub.base_url, "timeout": 2})
+    assert (
+        conn.execute(
+            "select pgseek.start_model_change('openai', 'stub-embed', 8, %s)", (options,)
+        ).fetchone()[0]
+        == 2
+    )
+    with pytest.raises(errors.ObjectNotInPrerequisiteState, match="still queued"):
+        conn.execute("select pgseek.finish_model_change()")
+    # A document written during the change is embedded for both models.
+    insert(conn, "gamma")
+    conn.execute("select pgseek.process_embedding_queue(64)")
+    rows = conn.execute(
+        "select vector_dims(embedding), vector_dims(embedding_next) from pgseek.documents"
+    ).fetchall()
+    assert sorted(rows) == [(384, 8)] * 3
+    with pytest.raises(errors.ObjectNotInPrerequisiteState, match=r"index .* is not built"):
+        conn.execute("select pgseek.finish_model_change()")
+    result = run_migrate(db.url, "vector-index")
+    assert result.returncode == 0, result.stderr
+    message = conn.execute("select pgseek.finish_model_change()").fetchone()[0]
+    assert "stub-embed (8 dimensions)" in message
+    config = conn.execute(
+        "select embedding_provider, embedding_dimensions, next_embedding_model from pgseek.config"
+    ).fetchone()
+    assert config == ("openai", 8, None)
+    stored = conn.execute(
+        "select embedding::text from pgseek.documents where id = %s", (ids[0],)
+    ).fetchone()[0]
+    assert cosine(floats(stored), stub_vector("alpha", 8)) > 0.9999
+    indexes = {
+        r[0]
+        for r in conn.execute(
+            "select indexname from pg_indexes where tablename = 'documents' and indexname like"
+            " 'documents_embedding%'"
+        )
+    }
+    assert indexes == {"documents_embedding_8_hnsw_cosine"}
+    # New rows now get the new model, and queries too.
+    insert(conn, "delta")
+    conn.execute("select pgseek.process_embedding_queue(64)")
+    assert conn.execute("select vector_dims(pgseek.embed('q'))").fetchone()[0] == 8
+
+
+def test_model_change_can_be_cancelled(conn, stub):
+    insert(conn, "alpha")
+    options = json.dumps({"base_url": stub.base_url})
+    conn.execute("select pgseek.start_model_change('openai', 'stub-embed', 8, %s)", (options,))
+    with pytest.raises(errors.ObjectNotInPrerequisiteState, match="already in progress"):
+        conn.execute("select pgseek.start_model_change('openai', 'other', 8, %s)", (options,))
+    assert "cancelled" in conn.execute("select pgseek.cancel_model_change()").fetchone()[0]
+    assert (
+        conn.execute(
+            "select count(*) from pgseek.embedding_queue where target = 'embedding_next'"
+        ).fetchone()[0]
+        == 0
+    )
+    with pytest.raises(errors.ObjectNotInPrerequisiteState, match="no model change"):
+        conn.execute("select pgseek.finish_model_change()")
