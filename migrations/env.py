@@ -184,6 +184,40 @@ $$
 """
 
 
+# After sql/ is re-applied: routines and triggers in schema pgseek that this transaction
+# did not (re)create are stale (a signature changed, or a file dropped them), except
+# routines that columns, indexes, defaults or constraints use (they belong to migrations).
+DROP_STALE_SQL = """
+do $$
+declare
+    r record;
+begin
+    for r in
+        select t.tgname, t.tgrelid::regclass as tbl from pg_catalog.pg_trigger as t
+        inner join pg_catalog.pg_class as c on t.tgrelid = c.oid
+        where c.relnamespace = 'pgseek'::regnamespace and not t.tgisinternal
+            and t.xmin <> pg_current_xact_id()::xid
+    loop
+        execute format('drop trigger %I on %s', r.tgname, r.tbl);
+    end loop;
+    for r in
+        select p.oid::regprocedure as name from pg_catalog.pg_proc as p
+        where p.pronamespace = 'pgseek'::regnamespace
+            and p.xmin <> pg_current_xact_id()::xid
+            and not exists (
+                select from pg_catalog.pg_depend as d
+                where d.refclassid = 'pg_proc'::regclass and d.refobjid = p.oid
+                    and d.classid in ('pg_class'::regclass, 'pg_attrdef'::regclass,
+                        'pg_constraint'::regclass)
+            )
+    loop
+        execute format('drop routine %s', r.name);
+    end loop;
+end
+$$
+"""
+
+
 def is_downgrade() -> bool:
     """True when this run goes down (scripts/migrate.py says so; so does alembic's CLI)."""
     direction = config.attributes.get("pgseek.direction")
@@ -221,6 +255,7 @@ def apply_repeatables(connection: Connection, at_head: bool) -> None:
     with connection.begin():
         for f in files:
             connection.connection.driver_connection.execute(f.read_text())
+        connection.connection.driver_connection.execute(DROP_STALE_SQL)
         connection.execute(text(f"delete from {META_SCHEMA}.repeatable_objects"))
         for name, checksum in wanted.items():
             connection.execute(

@@ -58,7 +58,8 @@ $$;
 
 -- Installs (or updates, keeping paused jobs paused) pgseek's jobs; returns them.
 -- The embedding worker runs every minute and works for up to 50 seconds, so documents
--- are embedded within seconds even where pg_cron has no second schedules (1.4).
+-- are embedded within seconds even where pg_cron has no second schedules (1.4); the
+-- keyword statistics of BM25 are refreshed hourly.
 create or replace function pgseek.schedule_jobs()
 returns table (job_name text, schedule text, active boolean)
 language plpgsql
@@ -68,6 +69,9 @@ begin
     perform pgseek.require_pg_cron();
     perform cron.schedule(
         'pgseek-embedding-worker', '* * * * *', 'call pgseek.run_embedding_worker(50)'
+    );
+    perform cron.schedule(
+        'pgseek-text-stats', '17 * * * *', 'select pgseek.refresh_text_stats()'
     );
     return query select j.job_name, j.schedule, j.active from pgseek.jobs() as j;
 end

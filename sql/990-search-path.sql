@@ -18,6 +18,16 @@ begin
         select p.oid::regprocedure
         from pg_catalog.pg_proc as p
         where p.pronamespace = 'pgseek'::regnamespace and p.prokind = 'f'
+            -- created by this apply, or used by columns or indexes (a migration's):
+            -- anything else is a stale overload that the migrate command then drops
+            and (
+                p.xmin = pg_current_xact_id()::xid
+                or exists (
+                    select from pg_catalog.pg_depend as d
+                    where d.refclassid = 'pg_proc'::regclass and d.refobjid = p.oid
+                        and d.classid in ('pg_class'::regclass, 'pg_attrdef'::regclass)
+                )
+            )
     loop
         execute format(
             'alter routine %s set search_path = pg_catalog, pgseek, %I, pg_temp',

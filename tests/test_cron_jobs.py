@@ -56,13 +56,14 @@ def test_the_scheduled_worker_embeds_new_rows(cron_conn):
 
 def test_jobs_can_be_paused_resumed_and_rescheduled_idempotently(cron_conn):
     cron_conn.execute("select pgseek.pause_job('pgseek-embedding-worker')")
-    assert cron_conn.execute("select active from pgseek.jobs()").fetchone()[0] is False
+    paused = "select active from pgseek.jobs() where job_name = 'pgseek-embedding-worker'"
+    assert cron_conn.execute(paused).fetchone()[0] is False
     # Scheduling again updates the job by name and keeps it paused.
     cron_conn.execute("select pgseek.schedule_jobs()")
     rows = cron_conn.execute("select job_name, active from pgseek.jobs()").fetchall()
-    assert rows == [("pgseek-embedding-worker", False)]
+    assert rows == [("pgseek-embedding-worker", False), ("pgseek-text-stats", True)]
     cron_conn.execute("select pgseek.resume_job('pgseek-embedding-worker')")
-    assert cron_conn.execute("select active from pgseek.jobs()").fetchone()[0] is True
+    assert cron_conn.execute(paused).fetchone()[0] is True
 
 
 def test_unknown_job_names_are_reported(cron_conn):

@@ -328,3 +328,26 @@ def test_a_downgrade_keeps_documents_and_writes_still_work(empty_db):
         ).fetchall()
         assert queued == [("written at head",), ("written below head",)]
         assert c.execute("select unaccounted from pgseek.embedding_status").fetchone()[0] == 0
+
+
+def test_a_changed_signature_leaves_no_stale_overload(empty_db, tmp_path):
+    copy = copy_migrations(tmp_path)
+    assert alembic(copy, empty_db.url, "upgrade", "head").returncode == 0
+    search = copy.parent / "sql" / "100-search.sql"
+    search.write_text(
+        search.read_text().replace(
+            "create or replace function pgseek.lexeme_query(lexeme text)",
+            "create or replace function pgseek.lexeme_query(lexeme text, spare integer default 0)",
+        )
+    )
+    result = alembic(copy, empty_db.url, "upgrade", "head")
+    assert result.returncode == 0, result.stderr
+    with empty_db.connect() as c:
+        signatures = c.execute(
+            "select oid::regprocedure::text from pg_proc where proname = 'lexeme_query'"
+        ).fetchall()
+        pinned = c.execute(
+            "select proconfig from pg_proc where proname = 'lexeme_query'"
+        ).fetchone()[0]
+    assert signatures == [("pgseek.lexeme_query(text,integer)",)]
+    assert any(setting.startswith("search_path=") for setting in pinned)

@@ -1,0 +1,527 @@
+-- Search: search_similar() (vector) and hybrid_search() (vector + BM25 keywords).
+--
+-- Planner settings (hnsw.ef_search, hnsw.iterative_scan, ivfflat.probes,
+-- enable_indexscan) are changed only inside functions that declare them in a SET
+-- clause, so PostgreSQL restores the caller's values when the function returns: no
+-- session state leaks, also through PgBouncer's transaction pooling.
+
+-- Returns the similarity a distance means for a metric: cosine 1 - distance, inner
+-- product the dot product (pgvector's <#> is its negative), l2 1 / (1 + distance).
+create or replace function pgseek.similarity(distance double precision, metric text)
+returns double precision
+language sql
+immutable
+parallel safe
+return case metric
+    when 'cosine' then 1 - distance
+    when 'inner_product' then -distance
+    when 'l2' then 1 / (1 + distance)
+end;
+
+-- Raises 22023 (invalid_parameter_value) naming the argument when a check failed.
+create or replace function pgseek.check_argument(ok boolean, message text)
+returns void
+language plpgsql
+immutable
+parallel safe
+as $$
+begin
+    if ok is not true then
+        raise exception '%', message using errcode = 'invalid_parameter_value';
+    end if;
+end
+$$;
+
+-- Returns the query to run for the vector candidates of a search, and whether it is
+-- an exact scan. The filtering guarantee: when a metadata filter matches at most
+-- config.exact_search_max_rows rows, those rows are scanned exactly (GIN finds them, a
+-- sort ranks them), so a selective filter still yields every match; otherwise the
+-- HNSW index is scanned iteratively (pgvector 0.8) until enough rows pass the filter,
+-- taking 4 times as many as asked for (relaxed order stops at the first rows that
+-- pass) and keeping the nearest. The query takes $1 = query vector, $2 = filter,
+-- $3 = depth, $4 = rows to take from the index.
+create or replace function pgseek.vector_search_plan(
+    query_embedding vector, metric text, filter jsonb,
+    out sql text, out exact boolean, out oversample integer
+)
+language plpgsql
+stable
+as $$
+declare
+    c pgseek.config;
+    operator text;
+    matching bigint;
+begin
+    select * into strict c from pgseek.config;
+    perform pgseek.check_argument(
+        metric in ('cosine', 'l2', 'inner_product'),
+        format('metric must be cosine, l2 or inner_product, not %s', coalesce(metric, 'NULL'))
+    );
+    perform pgseek.check_argument(
+        vector_dims(query_embedding) = c.embedding_dimensions,
+        format('query_embedding has %s dimensions, the documents have %s',
+            vector_dims(query_embedding), c.embedding_dimensions)
+    );
+    perform pgseek.check_argument(
+        metric <> 'cosine' or vector_norm(query_embedding) > 0,
+        'query_embedding is a zero vector: cosine similarity is undefined for it'
+    );
+    operator := case metric when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end;
+    -- Without an index for this metric every search is exact.
+    exact := c.vector_index = 'none' or c.distance_metric <> metric;
+    if filter is not null and not exact then
+        execute format(
+            'select count(*) from (select from pgseek.documents as d where d.metadata @> $1 '
+            'and vector_dims(d.embedding) = %s limit $2) as m',
+            c.embedding_dimensions
+        ) into matching using filter, c.exact_search_max_rows + 1;
+        exact := matching <= c.exact_search_max_rows;
+    end if;
+    oversample := case when filter is not null and not exact then 4 else 1 end;
+    sql := format(
+        'with nearest as materialized ('
+        'select d.id, (d.embedding::vector(%1$s) %2$s $1::vector(%1$s))::float8 as distance '
+        'from pgseek.documents as d where vector_dims(d.embedding) = %1$s %3$s '
+        'order by d.embedding::vector(%1$s) %2$s $1::vector(%1$s) limit $4) '
+        'select n.id, n.distance from nearest as n order by n.distance, n.id limit $3',
+        c.embedding_dimensions, operator,
+        case when filter is not null then 'and d.metadata @> $2' else '' end
+    );
+end
+$$;
+
+-- Sets, for the calling function only (it must declare these settings in a SET
+-- clause), what a vector scan needs: an exact scan turns index scans off; an index
+-- scan gets ef_search / probes and iterative scanning (relaxed order; callers re-sort).
+create or replace function pgseek.apply_vector_settings(
+    exact boolean, depth integer, ef_search integer, probes integer
+)
+returns void
+language plpgsql
+volatile
+as $$
+declare
+    c pgseek.config;
+begin
+    select * into strict c from pgseek.config;
+    if exact then
+        perform set_config('enable_indexscan', 'off', true);
+        return;
+    end if;
+    perform set_config('hnsw.ef_search',
+        least(greatest(coalesce(ef_search, c.ef_search), depth), 1000)::text, true);
+    perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
+    perform set_config('hnsw.max_scan_tuples', '1000000', true);
+    perform set_config('ivfflat.probes', coalesce(probes, c.ivfflat_probes)::text, true);
+    perform set_config('ivfflat.iterative_scan', 'relaxed_order', true);
+end
+$$;
+
+-- Returns the depth nearest documents to a query vector (id, distance), nearest first,
+-- filtered by metadata containment; see vector_search_plan() for how. force_exact
+-- scans without the vector index (the ground truth of check_recall()).
+create or replace function pgseek.vector_candidates(
+    query_embedding vector,
+    depth integer,
+    metric text default 'cosine',
+    filter jsonb default null,
+    ef_search integer default null,
+    probes integer default null,
+    force_exact boolean default false
+)
+returns table (id uuid, distance double precision)
+language plpgsql
+volatile
+set enable_indexscan = on
+set "hnsw.ef_search" = 40
+set "hnsw.iterative_scan" = off
+set "hnsw.max_scan_tuples" = 20000
+set "ivfflat.probes" = 1
+set "ivfflat.iterative_scan" = off
+as $$
+declare
+    plan record;
+begin
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter);
+    perform pgseek.apply_vector_settings(
+        plan.exact or force_exact, depth * plan.oversample, ef_search, probes
+    );
+    return query execute plan.sql using query_embedding, filter, depth, depth * plan.oversample;
+end
+$$;
+
+-- Returns the tsquery matching one lexeme exactly as given (no parsing, no stemming).
+create or replace function pgseek.lexeme_query(lexeme text)
+returns tsquery
+language sql
+immutable
+strict
+parallel safe
+return ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery;
+
+-- Returns the BM25 keyword candidates for query text (id, score), best first, at most
+-- depth rows. The text is reduced to its lexemes with to_tsvector (any input is valid:
+-- no tsquery syntax errors; stop words only gives no rows), a document matches any of
+-- them, and scores sum idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))
+-- with k1 = 1.2, b = 0.75, idf from pgseek.text_stats, tf read from ts_rank (exact for
+-- documents without weights), and len the number of distinct lexemes.
+create or replace function pgseek.text_candidates(
+    query_text text, depth integer, filter jsonb default null, language regconfig default 'english'
+)
+returns table (id uuid, score double precision)
+language plpgsql
+stable
+as $$
+declare
+    terms text [] := tsvector_to_array(to_tsvector(language, coalesce(query_text, '')));
+    corpus_size double precision;
+    avg_length double precision;
+begin
+    if cardinality(terms) = 0 then
+        return;
+    end if;
+    select s.documents, s.avg_length into corpus_size, avg_length
+    from pgseek.text_stats_summary as s;
+    if corpus_size is null or corpus_size = 0 then  -- never refreshed: estimate
+        corpus_size := greatest((select c.reltuples from pg_catalog.pg_class as c
+            where c.oid = 'pgseek.documents'::regclass), 1);
+        avg_length := 0;
+    end if;
+    return query
+    with query_terms as (
+        select
+            pgseek.lexeme_query(u.term) as lexeme,
+            ln(1 + (corpus_size - coalesce(s.doc_freq, 1) + 0.5)
+                / (coalesce(s.doc_freq, 1) + 0.5)) as idf
+        from unnest(terms) as u (term)
+        left join pgseek.text_stats as s on u.term = s.term
+    ),
+    any_term as (
+        select string_agg(q.lexeme::text, ' | ')::tsquery as query from query_terms as q
+    )
+    select d.id, (
+        select sum(
+            t.idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * case when avg_length > 0
+                then length(d.fts) / avg_length else 1 end))
+        )
+        from query_terms as t,
+            lateral (select floor(1 / greatest(
+                1.6449340668482264 - ts_rank(d.fts, t.lexeme) * 16.449340668482264, 1e-3
+            )) as tf) as f
+        where d.fts @@ t.lexeme
+    )::float8 as score
+    from pgseek.documents as d, any_term as a
+    where d.fts @@ a.query and (filter is null or d.metadata @> filter)
+    order by 2 desc, 1
+    limit depth;
+end
+$$;
+
+-- Returns the k documents nearest to query_embedding, best first: id, content,
+-- metadata, similarity (see pgseek.similarity), distance (the pgvector operator's
+-- value) and rank. With a filter (metadata containment), exactly k rows come back
+-- whenever k rows match (see vector_search_plan). ef_search / probes override
+-- pgseek.config for this call. page_offset skips that many results.
+create or replace function pgseek.search_similar(
+    query_embedding vector,
+    k integer default 10,
+    metric text default 'cosine',
+    min_similarity double precision default null,
+    filter jsonb default null,
+    ef_search integer default null,
+    probes integer default null,
+    page_offset integer default 0
+)
+returns table (
+    id uuid,
+    content text,
+    metadata jsonb,
+    similarity double precision,
+    distance double precision,
+    rank integer
+)
+language plpgsql
+volatile
+as $$
+begin
+    perform pgseek.check_argument(query_embedding is not null, 'query_embedding must not be NULL');
+    perform pgseek.check_argument(k between 1 and 1000,
+        format('k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL')));
+    perform pgseek.check_argument(page_offset between 0 and 10000,
+        format('page_offset must be between 0 and 10000, got %s', coalesce(page_offset::text, 'NULL')));
+    perform pgseek.check_argument(filter is null or jsonb_typeof(filter) = 'object',
+        format('filter must be a JSON object, not %s', jsonb_typeof(filter)));
+    perform pgseek.check_argument(ef_search is null or ef_search between 1 and 1000,
+        format('ef_search must be between 1 and 1000, got %s', ef_search));
+    perform pgseek.check_argument(probes is null or probes between 1 and 32768,
+        format('probes must be between 1 and 32768, got %s', probes));
+    perform pgseek.check_argument(
+        min_similarity is null or min_similarity between '-Infinity' and 'Infinity',
+        format('min_similarity must be a finite number, got %s', min_similarity));
+    return query
+    select d.id, d.content, d.metadata, pgseek.similarity(v.distance, metric), v.distance,
+        (row_number() over (order by v.distance, v.id))::integer
+    from pgseek.vector_candidates(
+        query_embedding, k + page_offset, metric, filter, ef_search, probes
+    ) as v
+    inner join pgseek.documents as d on v.id = d.id
+    where min_similarity is null or pgseek.similarity(v.distance, metric) >= min_similarity
+    order by v.distance, v.id
+    offset page_offset
+    limit k;
+end
+$$;
+
+-- Hybrid search: fuses the vector candidates and the BM25 keyword candidates (each
+-- `candidates` deep, default greatest(100, 2 * k)) and returns the best k: id, content,
+-- metadata, score, and why: vector_rank / text_rank (1-based, NULL when that branch did
+-- not find the row), vector_similarity and text_score (BM25). Modes:
+--   rrf       weighted Reciprocal Rank Fusion:
+--             vw / (rrf_k + vector_rank) + tw / (rrf_k + text_rank)
+--   weighted  vw * v + tw * t of min-max normalized scores over the candidates
+--   dbsf      like weighted, normalized by mean +- 3 sd (distribution-based score fusion)
+--   vector, text  one branch only, for comparison
+-- query_embedding NULL: query_text is embedded in the database (cached).
+create or replace function pgseek.hybrid_search(
+    query_text text,
+    query_embedding vector default null,
+    k integer default 10,
+    filter jsonb default null,
+    mode text default 'rrf',
+    vector_weight double precision default 0.7,
+    text_weight double precision default 0.3,
+    rrf_k integer default 60,
+    candidates integer default null,
+    min_similarity double precision default null,
+    language regconfig default 'english',
+    page_offset integer default 0,
+    snippets boolean default false
+)
+returns table (
+    id uuid,
+    content text,
+    metadata jsonb,
+    score double precision,
+    vector_rank integer,
+    text_rank integer,
+    vector_similarity double precision,
+    text_score double precision,
+    snippet text
+)
+language plpgsql
+volatile
+as $$
+declare
+    depth integer;
+    metric text := (select c.distance_metric from pgseek.config as c);
+    has_text boolean := query_text is not null and query_text ~ '[^[:space:]]';
+begin
+    perform pgseek.check_argument(mode in ('rrf', 'weighted', 'dbsf', 'vector', 'text'),
+        format('mode must be rrf, weighted, dbsf, vector or text, not %s', coalesce(mode, 'NULL')));
+    perform pgseek.check_argument(k between 1 and 1000,
+        format('k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL')));
+    perform pgseek.check_argument(page_offset between 0 and 10000,
+        format('page_offset must be between 0 and 10000, got %s', coalesce(page_offset::text, 'NULL')));
+    perform pgseek.check_argument(
+        vector_weight between 0 and 1 and text_weight between 0 and 1,
+        format('vector_weight and text_weight must be between 0 and 1, got %s and %s',
+            coalesce(vector_weight::text, 'NULL'), coalesce(text_weight::text, 'NULL')));
+    perform pgseek.check_argument(vector_weight + text_weight > 0,
+        'vector_weight and text_weight must not both be 0');
+    perform pgseek.check_argument(rrf_k between 1 and 10000,
+        format('rrf_k must be between 1 and 10000, got %s', coalesce(rrf_k::text, 'NULL')));
+    perform pgseek.check_argument(candidates is null or candidates between 1 and 10000,
+        format('candidates must be between 1 and 10000, got %s', candidates));
+    perform pgseek.check_argument(filter is null or jsonb_typeof(filter) = 'object',
+        format('filter must be a JSON object, not %s', jsonb_typeof(filter)));
+    perform pgseek.check_argument(
+        min_similarity is null or min_similarity between '-Infinity' and 'Infinity',
+        format('min_similarity must be a finite number, got %s', min_similarity));
+    perform pgseek.check_argument(has_text or (query_embedding is not null and mode <> 'text'),
+        'query_text must not be empty (or pass query_embedding for a vector search)');
+    depth := greatest(coalesce(candidates, greatest(100, 2 * k)), k);
+    if mode <> 'text' and query_embedding is null then
+        query_embedding := pgseek.embed(query_text);
+    end if;
+    return query
+    with vector_hits as (
+        select v.id, v.distance, row_number() over (order by v.distance, v.id) as r
+        from pgseek.vector_candidates(query_embedding, depth, metric, filter) as v
+        where mode <> 'text'
+    ),
+    text_hits as (
+        select t.id, t.score, row_number() over (order by t.score desc, t.id) as r
+        from pgseek.text_candidates(query_text, depth, filter, language) as t
+        where mode <> 'vector' and has_text
+    ),
+    hits as (
+        select
+            coalesce(v.id, t.id) as id,
+            v.r as vr,
+            t.r as tr,
+            pgseek.similarity(v.distance, metric) as vs,
+            t.score as ts
+        from vector_hits as v full join text_hits as t on v.id = t.id
+    ),
+    spread as (
+        select
+            min(h.vs) as v_min, max(h.vs) as v_max, avg(h.vs) as v_mean,
+            stddev_pop(h.vs) as v_sd, min(h.ts) as t_min, max(h.ts) as t_max,
+            avg(h.ts) as t_mean, stddev_pop(h.ts) as t_sd
+        from hits as h
+    ),
+    fused as (
+        select
+            h.*,
+            case mode
+                when 'rrf' then coalesce(vector_weight / (rrf_k + h.vr), 0)
+                    + coalesce(text_weight / (rrf_k + h.tr), 0)
+                when 'weighted' then
+                    vector_weight * coalesce((h.vs - s.v_min) / nullif(s.v_max - s.v_min, 0),
+                        case when h.vs is null then 0 else 1 end)
+                    + text_weight * coalesce((h.ts - s.t_min) / nullif(s.t_max - s.t_min, 0),
+                        case when h.ts is null then 0 else 1 end)
+                when 'dbsf' then
+                    vector_weight * coalesce(least(1, greatest(0,
+                        (h.vs - s.v_mean + 3 * s.v_sd) / nullif(6 * s.v_sd, 0))),
+                        case when h.vs is null then 0 else 1 end)
+                    + text_weight * coalesce(least(1, greatest(0,
+                        (h.ts - s.t_mean + 3 * s.t_sd) / nullif(6 * s.t_sd, 0))),
+                        case when h.ts is null then 0 else 1 end)
+                when 'vector' then h.vs
+                else h.ts
+            end as fused_score
+        from hits as h, spread as s
+    )
+    select
+        d.id,
+        d.content,
+        d.metadata,
+        f.fused_score,
+        f.vr::integer,
+        f.tr::integer,
+        coalesce(f.vs, case when vector_dims(d.embedding) = vector_dims(query_embedding) then
+            pgseek.similarity(case metric
+                when 'cosine' then d.embedding <=> query_embedding
+                when 'l2' then d.embedding <-> query_embedding
+                else d.embedding <#> query_embedding
+            end, metric)
+        end),
+        f.ts,
+        case when snippets then
+            ts_headline(language, d.content, websearch_to_tsquery(language, query_text),
+                'MaxFragments=2, MinWords=8, MaxWords=24')
+        end
+    from fused as f
+    inner join pgseek.documents as d on f.id = d.id
+    where min_similarity is null or coalesce(f.vs, -1e308) >= min_similarity
+    order by f.fused_score desc, d.id
+    offset page_offset
+    limit k;
+end
+$$;
+
+-- Recomputes pgseek.text_stats (documents per lexeme) and the corpus summary that
+-- BM25 reads; returns the number of lexemes. The pg_cron job pgseek-text-stats runs it
+-- hourly; run it after a bulk load. Readers keep the old statistics until it commits.
+create or replace function pgseek.refresh_text_stats()
+returns bigint
+language plpgsql
+volatile
+as $$
+declare
+    terms bigint;
+begin
+    perform pg_advisory_xact_lock(hashtextextended('pgseek.refresh_text_stats', 0));
+    delete from pgseek.text_stats;
+    insert into pgseek.text_stats (term, doc_freq)
+    select s.word, s.ndoc from ts_stat('select fts from pgseek.documents') as s;
+    get diagnostics terms = row_count;
+    update pgseek.text_stats_summary set
+        documents = (select count(*) from pgseek.documents),
+        avg_length = coalesce((select avg(length(d.fts)) from pgseek.documents as d), 0),
+        refreshed_at = now();
+    return terms;
+end
+$$;
+
+-- Returns the EXPLAIN ANALYZE lines of the vector query a search_similar() call with
+-- these arguments runs, with the settings it runs under (the plan of a function call
+-- itself shows only a Function Scan).
+create or replace function pgseek.explain_search(
+    query_embedding vector,
+    k integer default 10,
+    metric text default 'cosine',
+    filter jsonb default null,
+    ef_search integer default null,
+    probes integer default null
+)
+returns setof text
+language plpgsql
+volatile
+set enable_indexscan = on
+set "hnsw.ef_search" = 40
+set "hnsw.iterative_scan" = off
+set "hnsw.max_scan_tuples" = 20000
+set "ivfflat.probes" = 1
+set "ivfflat.iterative_scan" = off
+as $$
+declare
+    plan record;
+begin
+    perform pgseek.check_argument(k between 1 and 1000,
+        format('k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL')));
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter);
+    perform pgseek.apply_vector_settings(plan.exact, k * plan.oversample, ef_search, probes);
+    return next format('-- %s scan; hnsw.ef_search = %s, hnsw.iterative_scan = %s, '
+        'ivfflat.probes = %s, enable_indexscan = %s',
+        case when plan.exact then 'exact' else 'index' end,
+        current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan'),
+        current_setting('ivfflat.probes'), current_setting('enable_indexscan'));
+    return query execute 'explain (analyze, buffers, costs off) ' || plan.sql
+    using query_embedding, filter, k, k * plan.oversample;
+end
+$$;
+
+-- Recall self-check: takes `sample` stored embeddings as queries and returns the share
+-- of their exact k nearest neighbours the index finds (recall@k; 1.0 = all) with the
+-- settings searches use. pgvector recommends measuring this on your own data.
+create or replace function pgseek.check_recall(sample integer default 20, k integer default 10)
+returns table (queries integer, neighbours integer, recall double precision)
+language plpgsql
+volatile
+as $$
+declare
+    query vector;
+    found integer := 0;
+    expected integer := 0;
+    exact_ids uuid [];
+    index_ids uuid [];
+    dims integer := (select c.embedding_dimensions from pgseek.config as c);
+begin
+    perform pgseek.check_argument(sample between 1 and 1000,
+        format('sample must be between 1 and 1000, got %s', coalesce(sample::text, 'NULL')));
+    perform pgseek.check_argument(k between 1 and 1000,
+        format('k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL')));
+    queries := 0;
+    for query in
+        select d.embedding from pgseek.documents as d
+        where vector_dims(d.embedding) = dims
+        order by random()
+        limit sample
+    loop
+        index_ids := array(
+            select v.id from pgseek.vector_candidates(query, k) as v
+        );
+        exact_ids := array(
+            select v.id from pgseek.vector_candidates(query, k, force_exact => true) as v
+        );
+        found := found + cardinality(array(select unnest(index_ids) intersect select unnest(exact_ids)));
+        expected := expected + cardinality(exact_ids);
+        queries := queries + 1;
+    end loop;
+    neighbours := k;
+    recall := found::double precision / nullif(expected, 0);
+    return next;
+end
+$$;

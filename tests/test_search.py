@@ -1,0 +1,428 @@
+"""search_similar() and hybrid_search(): results, ordering, scores per metric and mode,
+thresholds, the filtering guarantee, pagination, plans, settings hygiene and errors."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from pgtest import Database, with_dbname
+
+DIMS = 64
+ROWS = 10_000
+# metadata key -> rows that have it: 50%, 10%, 1% and 0.1% of the corpus
+SELECTIVITY = {"half": 5000, "tenth": 1000, "hundredth": 100, "thousandth": 10}
+
+
+@pytest.fixture(scope="module")
+def corpus(server, template_db) -> Database:
+    """10,000 documents with 64-d unit vectors around 40 random centres (clustered, as
+    real embeddings are; seeded), metadata flags of known selectivity and a few words
+    each; embedding_mode 'off' (clients supply the vectors)."""
+    name = server.create_database(template=template_db)
+    db = Database(name, with_dbname(server.url, name))
+    with db.connect() as conn:
+        conn.execute(
+            "update pgseek.config set embedding_dimensions = %s, embedding_mode = 'off'", (DIMS,)
+        )
+        conn.execute("select setseed(0.42)")
+        conn.execute(
+            "create table public.centre as select c, array_agg(random() - 0.5) as v"
+            " from generate_series(0, 39) as c, generate_series(1, %s) as j group by c",
+            (DIMS,),
+        )
+        conn.execute(
+            """
+            insert into pgseek.documents (content, metadata, embedding)
+            select
+                format('document %%s about %%s', i,
+                    (array['postgres', 'vectors', 'search', 'cron'])[i %% 4 + 1]),
+                jsonb_strip_nulls(jsonb_build_object(
+                    'half', case when i %% 2 = 0 then true end,
+                    'tenth', case when i %% 10 = 0 then true end,
+                    'hundredth', case when i %% 100 = 0 then true end,
+                    'thousandth', case when i %% 1000 = 0 then true end)),
+                (select l2_normalize(array_agg(x.v + 0.35 * (random() - 0.5))::vector)
+                 from unnest((select c.v from centre as c where c.c = i %% 37)) as x (v))
+            from generate_series(0, %s - 1) as i
+            """,
+            (ROWS,),
+        )
+        for statement in conn.execute("select pgseek.vector_index_ddl()").fetchall():
+            conn.execute(statement[0])
+        conn.execute("analyze pgseek.documents")
+        conn.execute("select pgseek.refresh_text_stats()")
+    yield db
+    server.drop_database(name)
+
+
+@pytest.fixture
+def c(corpus):
+    with corpus.connect() as conn:
+        yield conn
+
+
+def query_vector(conn, seed: int) -> str:
+    """A query from the corpus's distribution: a centre plus noise, normalized."""
+    rng = random.Random(seed)
+    centre = conn.execute("select v from public.centre where c = %s", (seed % 40,)).fetchone()[0]
+    v = [float(x) + 0.35 * (rng.random() - 0.5) for x in centre]
+    norm = math.sqrt(sum(x * x for x in v))
+    return "[" + ",".join(f"{x / norm:.6f}" for x in v) + "]"
+
+
+def exact_neighbours(conn, query: str, k: int, filter_json: str | None) -> list:
+    conn.execute("set enable_indexscan = off")
+    try:
+        return [
+            r[0]
+            for r in conn.execute(
+                "select id from pgseek.documents"
+                " where (%s::jsonb is null or metadata @> %s::jsonb)"
+                " order by embedding <=> %s::vector, id limit %s",
+                (filter_json, filter_json, query, k),
+            )
+        ]
+    finally:
+        conn.execute("reset enable_indexscan")
+
+
+# --- search_similar ----------------------------------------------------------------
+
+
+def test_search_similar_returns_k_rows_best_first(c):
+    q = query_vector(c, 1)
+    rows = c.execute(
+        "select id, similarity, distance, rank from pgseek.search_similar(%s::vector, 10)", (q,)
+    ).fetchall()
+    assert [r[3] for r in rows] == list(range(1, 11))
+    assert all(abs(r[1] - (1 - r[2])) < 1e-9 for r in rows)  # cosine: 1 - distance
+    assert [r[2] for r in rows] == sorted(r[2] for r in rows)
+    exact = exact_neighbours(c, q, 10, None)
+    assert len(set(exact) & {r[0] for r in rows}) >= 9
+
+
+@pytest.mark.parametrize(
+    ("metric", "check"),
+    [
+        ("l2", lambda sim, dist: abs(sim - 1 / (1 + dist)) < 1e-9),
+        ("inner_product", lambda sim, dist: abs(sim + dist) < 1e-9),
+    ],
+)
+def test_metrics_report_their_documented_similarity(c, metric, check):
+    q = query_vector(c, 2)
+    rows = c.execute(
+        "select id, similarity, distance from pgseek.search_similar(%s::vector, 5, metric => %s)",
+        (q, metric),
+    ).fetchall()
+    assert len(rows) == 5
+    assert all(check(sim, dist) for _, sim, dist in rows)
+    operator = {"l2": "<->", "inner_product": "<#>"}[metric]
+    expected = c.execute(
+        f"select id from pgseek.documents order by embedding {operator} %s::vector, id limit 5",
+        (q,),
+    ).fetchall()
+    assert [r[0] for r in rows] == [r[0] for r in expected]  # no index: an exact scan
+
+
+def test_min_similarity_is_a_floor(c):
+    q = query_vector(c, 3)
+    top = c.execute("select similarity from pgseek.search_similar(%s::vector, 10)", (q,)).fetchall()
+    floor = top[4][0]
+    rows = c.execute(
+        "select similarity from pgseek.search_similar(%s::vector, 10, min_similarity => %s)",
+        (q, floor),
+    ).fetchall()
+    assert len(rows) == 5 and all(r[0] >= floor for r in rows)
+
+
+@pytest.mark.parametrize("key", list(SELECTIVITY))
+@pytest.mark.parametrize("exact_rows", [3000, 0], ids=["default", "index-only"])
+def test_filtering_guarantee(c, key, exact_rows):
+    """Exactly k rows whenever k rows match, recall@10 >= 0.95 against exact search, at
+    50%, 10%, 1% and 0.1% selectivity; also when the index path is forced."""
+    c.execute("update pgseek.config set exact_search_max_rows = %s", (exact_rows,))
+    filter_json = f'{{"{key}": true}}'
+    recalls = []
+    try:
+        for seed in range(10):
+            q = query_vector(c, 100 + seed)
+            got = [
+                r[0]
+                for r in c.execute(
+                    "select id from pgseek.search_similar(%s::vector, 10, filter => %s)",
+                    (q, filter_json),
+                )
+            ]
+            assert len(got) == 10
+            exact = exact_neighbours(c, q, 10, filter_json)
+            recalls.append(len(set(got) & set(exact)) / 10)
+    finally:
+        c.execute("update pgseek.config set exact_search_max_rows = 3000")
+    assert sum(recalls) / len(recalls) >= 0.95, recalls
+
+
+def test_plans_use_hnsw_without_a_selective_filter_and_gin_with_one(c):
+    q = query_vector(c, 4)
+    plain = "\n".join(r[0] for r in c.execute("select pgseek.explain_search(%s::vector)", (q,)))
+    assert "-- index scan" in plain
+    assert f"Index Scan using documents_embedding_{DIMS}_hnsw_cosine" in plain
+    half = "\n".join(
+        r[0]
+        for r in c.execute(
+            "select pgseek.explain_search(%s::vector, filter => '{\"half\": true}')", (q,)
+        )
+    )
+    assert f"Index Scan using documents_embedding_{DIMS}_hnsw_cosine" in half
+    rare = "\n".join(
+        r[0]
+        for r in c.execute(
+            "select pgseek.explain_search(%s::vector, filter => '{\"thousandth\": true}')", (q,)
+        )
+    )
+    assert "-- exact scan" in rare
+    assert "Bitmap Index Scan on documents_metadata_idx" in rare
+
+
+def test_pages_do_not_overlap(c):
+    q = query_vector(c, 5)
+    page1 = [r[0] for r in c.execute("select id from pgseek.search_similar(%s::vector, 10)", (q,))]
+    page2 = [
+        r[0]
+        for r in c.execute(
+            "select id from pgseek.search_similar(%s::vector, 10, page_offset => 10)", (q,)
+        )
+    ]
+    both = [r[0] for r in c.execute("select id from pgseek.search_similar(%s::vector, 20)", (q,))]
+    assert not set(page1) & set(page2)
+    assert page1 + page2 == both
+
+
+def test_callers_settings_are_left_alone(corpus, c):
+    q = query_vector(c, 6)
+    with psycopg.connect(corpus.url) as conn:  # one transaction, like a pooled client
+        conn.execute("set hnsw.ef_search = 17")
+        conn.execute("select count(*) from pgseek.search_similar(%s::vector, 5)", (q,))
+        conn.execute(
+            "select count(*) from pgseek.search_similar(%s::vector, 5,"
+            " filter => '{\"thousandth\": true}')",
+            (q,),
+        )
+        conn.execute("select count(*) from pgseek.hybrid_search('postgres', %s::vector)", (q,))
+        settings = conn.execute(
+            "select current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan'),"
+            " current_setting('enable_indexscan'), current_setting('ivfflat.probes')"
+        ).fetchone()
+    assert settings == ("17", "off", "on", "1")
+
+
+def test_recall_self_check(c):
+    queries, neighbours, recall = c.execute("select * from pgseek.check_recall(10, 10)").fetchone()
+    assert (queries, neighbours) == (10, 10)
+    assert recall >= 0.9
+
+
+# --- hybrid_search -------------------------------------------------------------------
+
+
+def test_rrf_scores_follow_the_formula(c):
+    q = query_vector(c, 7)
+    rows = c.execute(
+        "select score, vector_rank, text_rank from pgseek.hybrid_search('postgres', %s::vector,"
+        " k => 20)",
+        (q,),
+    ).fetchall()
+    assert len(rows) == 20
+    for score, vr, tr in rows:
+        expected = (0.7 / (60 + vr) if vr else 0) + (0.3 / (60 + tr) if tr else 0)
+        assert abs(score - expected) < 1e-12
+    assert [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True)
+
+
+def test_rows_found_by_one_branch_still_rank(c):
+    q = query_vector(c, 8)
+    rows = c.execute(
+        "select vector_rank, text_rank from pgseek.hybrid_search('postgres', %s::vector, k => 100,"
+        " candidates => 60)",
+        (q,),
+    ).fetchall()
+    assert any(vr is None for vr, _ in rows) and any(tr is None for _, tr in rows)
+
+
+@pytest.mark.parametrize("mode", ["weighted", "dbsf"])
+def test_normalized_modes_score_between_0_and_1(c, mode):
+    q = query_vector(c, 9)
+    rows = c.execute(
+        "select score from pgseek.hybrid_search('search', %s::vector, k => 50, mode => %s)",
+        (q, mode),
+    ).fetchall()
+    assert len(rows) == 50
+    assert all(0 <= r[0] <= 1 + 1e-9 for r in rows)
+
+
+def test_vector_mode_matches_search_similar(c):
+    q = query_vector(c, 10)
+    hybrid = c.execute(
+        "select id from pgseek.hybrid_search(null, %s::vector, k => 10, mode => 'vector')", (q,)
+    ).fetchall()
+    similar = c.execute("select id from pgseek.search_similar(%s::vector, 10)", (q,)).fetchall()
+    assert hybrid == similar
+
+
+def test_hybrid_filter_and_threshold(c):
+    q = query_vector(c, 11)
+    rows = c.execute(
+        "select metadata, vector_similarity from pgseek.hybrid_search('cron', %s::vector, k => 10,"
+        " filter => '{\"thousandth\": true}')",
+        (q,),
+    ).fetchall()
+    assert len(rows) == 10 and all(r[0].get("thousandth") for r in rows)
+    floor = sorted(r[1] for r in rows)[5]
+    kept = c.execute(
+        "select vector_similarity from pgseek.hybrid_search('cron', %s::vector, k => 10,"
+        " filter => '{\"thousandth\": true}', min_similarity => %s)",
+        (q, floor),
+    ).fetchall()
+    assert 0 < len(kept) < 10 and all(r[0] >= floor for r in kept)
+
+
+def test_hybrid_pages_do_not_overlap(c):
+    q = query_vector(c, 12)
+    sql = "select id from pgseek.hybrid_search('vectors', %s::vector, k => 10, page_offset => %s)"
+    page1 = [r[0] for r in c.execute(sql, (q, 0))]
+    page2 = [r[0] for r in c.execute(sql, (q, 10))]
+    both = [r[0] for r in c.execute(sql.replace("k => 10", "k => 20"), (q, 0))]
+    assert len(page1) == len(page2) == 10
+    assert not set(page1) & set(page2)
+    assert page1 + page2 == both
+
+
+def test_stop_words_only_and_tsquery_syntax_are_harmless(c):
+    q = query_vector(c, 13)
+    assert (
+        c.execute(
+            "select count(*) from pgseek.hybrid_search('the of and', mode => 'text')"
+        ).fetchone()[0]
+        == 0
+    )
+    assert (
+        c.execute(
+            "select count(*) from pgseek.hybrid_search('the of and', %s::vector)", (q,)
+        ).fetchone()[0]
+        == 10
+    )
+    for text in ["'); drop table pgseek.documents; --", "a & | ! :* <-> (((", "\\' \\\\ ''"]:
+        c.execute("select count(*) from pgseek.hybrid_search(%s, %s::vector)", (text, q))
+        c.execute("select count(*) from pgseek.hybrid_search(%s, mode => 'text')", (text,))
+    assert c.execute("select count(*) from pgseek.documents").fetchone()[0] == ROWS
+
+
+def test_snippets_highlight_the_query_terms(c):
+    q = query_vector(c, 14)
+    snippet = c.execute(
+        "select snippet from pgseek.hybrid_search('cron', %s::vector, k => 1, mode => 'text',"
+        " snippets => true)",
+        (q,),
+    ).fetchone()[0]
+    assert "<b>cron</b>" in snippet
+
+
+BAD_ARGUMENTS = [
+    ("select * from pgseek.search_similar(%(q)s::vector, 0)", "k must be between 1 and 1000"),
+    ("select * from pgseek.search_similar(%(q)s::vector, 1000000)", "k must be between"),
+    ("select * from pgseek.search_similar(null::vector)", "query_embedding must not be NULL"),
+    ("select * from pgseek.search_similar('[1,2,3]'::vector)", "query_embedding has 3 dimensions"),
+    ("select * from pgseek.search_similar(%(q)s::vector, metric => 'hamming')", "metric must be"),
+    (
+        "select * from pgseek.search_similar(%(q)s::vector, filter => '[1]')",
+        "filter must be a JSON object",
+    ),
+    ("select * from pgseek.search_similar(%(q)s::vector, ef_search => 0)", "ef_search must be"),
+    (
+        "select * from pgseek.search_similar(%(q)s::vector, min_similarity => 'NaN')",
+        "min_similarity must be a finite",
+    ),
+    ("select * from pgseek.search_similar(%(zero)s::vector)", "zero vector"),
+    ("select * from pgseek.hybrid_search('x', %(q)s::vector, mode => 'magic')", "mode must be"),
+    (
+        "select * from pgseek.hybrid_search('x', %(q)s::vector, vector_weight => 1.5)",
+        "vector_weight and text_weight must be between 0 and 1",
+    ),
+    (
+        "select * from pgseek.hybrid_search('x', %(q)s::vector, vector_weight => 0,"
+        " text_weight => 0)",
+        "must not both be 0",
+    ),
+    ("select * from pgseek.hybrid_search('x', %(q)s::vector, k => -1)", "k must be between"),
+    ("select * from pgseek.hybrid_search('x', %(q)s::vector, rrf_k => 0)", "rrf_k must be"),
+    ("select * from pgseek.hybrid_search('x', %(q)s::vector, candidates => 0)", "candidates must"),
+    (
+        "select * from pgseek.hybrid_search('x', %(q)s::vector, filter => '\"a\"')",
+        "filter must be a JSON object",
+    ),
+    (
+        "select * from pgseek.hybrid_search('x', %(q)s::vector, page_offset => -1)",
+        "page_offset must be",
+    ),
+    ("select * from pgseek.hybrid_search(null)", "query_text must not be empty"),
+    ("select * from pgseek.hybrid_search('   ', mode => 'text')", "query_text must not be empty"),
+    (
+        "select * from pgseek.hybrid_search('x', '[1,2]'::vector)",
+        "query_embedding has 2 dimensions",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "message"), BAD_ARGUMENTS)
+def test_bad_arguments_are_named_with_22023(c, sql, message):
+    params = {"q": query_vector(c, 15), "zero": "[" + ",".join(["0"] * DIMS) + "]"}
+    with pytest.raises(errors.InvalidParameterValue, match=message):
+        c.execute(sql, params).fetchall()
+
+
+# --- BM25 and in-database query embedding, on a small real-text corpus ------------------
+
+
+def test_bm25_weighs_rare_terms_above_common_ones(conn):
+    conn.execute("update pgseek.config set embedding_mode = 'off'")
+    conn.execute(
+        "insert into pgseek.documents (content) select 'postgres database number ' || i"
+        " from generate_series(1, 50) as i"
+    )
+    conn.execute("insert into pgseek.documents (content) values ('pgvector stores embeddings')")
+    conn.execute(
+        "insert into pgseek.documents (content) values ('postgres with pgvector stores vectors')"
+    )
+    conn.execute("select pgseek.refresh_text_stats()")
+    rows = conn.execute(
+        "select content, text_score from pgseek.hybrid_search('postgres pgvector', mode => 'text',"
+        " k => 5)"
+    ).fetchall()
+    # The rare term decides: both pgvector documents far above the 50 postgres ones (a
+    # term in 50 of 52 documents has an IDF near 0; ts_rank would rank them alike).
+    assert {rows[0][0], rows[1][0]} == {
+        "postgres with pgvector stores vectors",
+        "pgvector stores embeddings",
+    }
+    assert rows[1][1] > 5 * rows[2][1]
+
+
+def test_query_text_is_embedded_in_the_database(conn):
+    conn.execute(
+        "insert into pgseek.documents (content) values ('Cats are small domesticated mammals'),"
+        " ('PostgreSQL schedules jobs with the pg_cron extension'),"
+        " ('HNSW is a graph index for approximate nearest neighbours')"
+    )
+    assert conn.execute("select pgseek.process_embedding_queue()").fetchone()[0] == 3
+    conn.execute("select pgseek.refresh_text_stats()")
+    rows = conn.execute(
+        "select content, vector_rank from pgseek.hybrid_search('a pet kitten', k => 3)"
+    ).fetchall()
+    assert rows[0][0].startswith("Cats") and rows[0][1] == 1
+    cached = conn.execute("select count(*) from pgseek.query_embeddings").fetchone()[0]
+    conn.execute("select * from pgseek.hybrid_search('a pet kitten', k => 3)").fetchall()
+    assert conn.execute("select count(*) from pgseek.query_embeddings").fetchone()[0] == cached
