@@ -142,7 +142,15 @@ def record_step(ctx, step, heads, run_args) -> None:  # noqa: ARG001 (Alembic's 
         )
 
 
-DROP_REPEATABLES_SQL = """
+# Routines that columns, indexes, defaults or constraints use belong to migrations.
+MIGRATION_OWNED = """exists (
+            select from pg_catalog.pg_depend as d
+            where d.refclassid = 'pg_proc'::regclass and d.refobjid = p.oid
+                and d.classid in ('pg_class'::regclass, 'pg_attrdef'::regclass,
+                    'pg_constraint'::regclass)
+        )"""
+
+DROP_REPEATABLES_SQL = f"""
 do $$
 declare
     r record;
@@ -167,15 +175,9 @@ begin
     loop
         execute format('drop trigger %I on %s', r.tgname, r.tbl);
     end loop;
-    -- Routines that columns, indexes, defaults or constraints use belong to migrations.
     for r in
         select p.oid::regprocedure as name from pg_catalog.pg_proc as p
-        where p.pronamespace = 'pgseek'::regnamespace and not exists (
-            select from pg_catalog.pg_depend as d
-            where d.refclassid = 'pg_proc'::regclass and d.refobjid = p.oid
-                and d.classid in ('pg_class'::regclass, 'pg_attrdef'::regclass,
-                    'pg_constraint'::regclass)
-        )
+        where p.pronamespace = 'pgseek'::regnamespace and not {MIGRATION_OWNED}
     loop
         execute format('drop routine %s', r.name);
     end loop;
@@ -187,7 +189,7 @@ $$
 # After sql/ is re-applied: routines and triggers in schema pgseek that this transaction
 # did not (re)create are stale (a signature changed, or a file dropped them), except
 # routines that columns, indexes, defaults or constraints use (they belong to migrations).
-DROP_STALE_SQL = """
+DROP_STALE_SQL = f"""
 do $$
 declare
     r record;
@@ -203,13 +205,7 @@ begin
     for r in
         select p.oid::regprocedure as name from pg_catalog.pg_proc as p
         where p.pronamespace = 'pgseek'::regnamespace
-            and p.xmin <> pg_current_xact_id()::xid
-            and not exists (
-                select from pg_catalog.pg_depend as d
-                where d.refclassid = 'pg_proc'::regclass and d.refobjid = p.oid
-                    and d.classid in ('pg_class'::regclass, 'pg_attrdef'::regclass,
-                        'pg_constraint'::regclass)
-            )
+            and p.xmin <> pg_current_xact_id()::xid and not {MIGRATION_OWNED}
     loop
         execute format('drop routine %s', r.name);
     end loop;
