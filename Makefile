@@ -10,11 +10,19 @@ PY := $(VENV)/bin/python
 DB_URL = $(or $(DATABASE_URL),$(shell scripts/cluster.sh url 2>/dev/null))
 export PGSEEK_PG_MAJOR ?= 15
 
-.PHONY: help install db-up db-down db-status db-url psql migrate rollback migrate-status \
-	migrate-sql migrations-freeze vector-index test lint bench clean
+.PHONY: help demo install db-up db-down db-status db-url psql migrate rollback migrate-status \
+	migrate-sql migrations-freeze vector-index test lint bench eval clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+# DB_URL is read in sub-makes: make expands a recipe's lines before running the first,
+# when the cluster may not be up yet. With DATABASE_URL set, that server is used instead.
+demo: ## the quick start: install, start, migrate, load the PostgreSQL manual, search
+	@scripts/install.sh
+	@$(if $(DATABASE_URL),:,scripts/cluster.sh up)
+	@$(MAKE) -s --no-print-directory migrate
+	@DATABASE_URL="$$($(MAKE) -s --no-print-directory db-url)" $(PY) scripts/demo.py
 
 install: ## install PostgreSQL packages, pgvector, .venv and the in-database Python library
 	@scripts/install.sh
@@ -64,6 +72,9 @@ test: lint ## lint, then the whole test suite against a real cluster
 
 bench: ## benchmarks -> bench/report.md (QUICK=1 for a smoke run, CORPUS=dir for the data)
 	@DATABASE_URL="$(DB_URL)" $(PY) scripts/bench.py $(if $(QUICK),--quick) $(if $(CORPUS),--corpus $(CORPUS))
+
+eval: ## retrieval quality on dbpedia-entity-5k -> bench/eval.md (CORPUS=dir)
+	@DATABASE_URL="$(DB_URL)" $(PY) scripts/evaluate.py $(if $(CORPUS),--corpus $(CORPUS))
 
 clean: ## stop and delete the embedded cluster, build files and .venv
 	@scripts/cluster.sh destroy

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from alembic import context
 from alembic.script import ScriptDirectory
+from psycopg import errors
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import Connection
 
@@ -158,10 +159,6 @@ begin
     if to_regnamespace('pgseek') is null then
         return;
     end if;
-    if exists (select from pg_catalog.pg_extension where extname = 'pg_cron') then
-        perform cron.unschedule(j.jobid) from cron.job as j
-        where j.jobname like 'pgseek-%' and j.database = current_database();
-    end if;
     for r in
         select c.oid::regclass as name from pg_catalog.pg_class as c
         where c.relnamespace = 'pgseek'::regnamespace and c.relkind in ('v', 'm')
@@ -185,6 +182,17 @@ end
 $$
 """
 
+
+UNSCHEDULE_JOBS_SQL = """
+do $$
+begin
+    if exists (select from pg_catalog.pg_extension where extname = 'pg_cron') then
+        perform cron.unschedule(j.jobid) from cron.job as j
+        where j.jobname like 'pgseek-%' and j.database = current_database();
+    end if;
+end
+$$
+"""
 
 # After sql/ is re-applied: routines and triggers in schema pgseek that this transaction
 # did not (re)create are stale (a signature changed, or a file dropped them), except
@@ -227,8 +235,31 @@ def drop_repeatables(connection: Connection) -> None:
     """Before going below head: remove sql/'s objects, which exist only at head (they
     may use what a downgrade drops, and stale triggers would break writes)."""
     with connection.begin():
+        connection.connection.driver_connection.execute(UNSCHEDULE_JOBS_SQL)
         connection.connection.driver_connection.execute(DROP_REPEATABLES_SQL)
         connection.execute(text(f"delete from {META_SCHEMA}.repeatable_objects"))
+
+
+def run_repeatables(
+    connection: Connection, files: list[Path], checksums_by_file: dict[str, str], drop_first: bool
+) -> None:
+    """Apply sql/ in one transaction: its files in order, then drop what they no longer
+    create, then record the files' checksums."""
+    driver = connection.connection.driver_connection
+    with connection.begin():
+        if drop_first:
+            driver.execute(DROP_REPEATABLES_SQL)
+        for f in files:
+            driver.execute(f.read_text())
+        driver.execute(DROP_STALE_SQL)
+        connection.execute(text(f"delete from {META_SCHEMA}.repeatable_objects"))
+        for name, checksum in checksums_by_file.items():
+            connection.execute(
+                text(
+                    f"insert into {META_SCHEMA}.repeatable_objects (file, checksum) values (:f, :c)"
+                ),
+                {"f": name, "c": checksum},
+            )
 
 
 def apply_repeatables(connection: Connection, at_head: bool) -> None:
@@ -248,18 +279,13 @@ def apply_repeatables(connection: Connection, at_head: bool) -> None:
     if wanted == applied:
         return
     changed = sorted(name for name in wanted if wanted[name] != applied.get(name))
-    with connection.begin():
-        for f in files:
-            connection.connection.driver_connection.execute(f.read_text())
-        connection.connection.driver_connection.execute(DROP_STALE_SQL)
-        connection.execute(text(f"delete from {META_SCHEMA}.repeatable_objects"))
-        for name, checksum in wanted.items():
-            connection.execute(
-                text(
-                    f"insert into {META_SCHEMA}.repeatable_objects (file, checksum) values (:f, :c)"
-                ),
-                {"f": name, "c": checksum},
-            )
+    try:
+        run_repeatables(connection, files, wanted, drop_first=False)
+    except (errors.InvalidFunctionDefinition, errors.InvalidTableDefinition):
+        # `create or replace` cannot change a function's result type or a view's
+        # columns: drop sql/'s objects and create them again, still in one transaction.
+        print("migrate: a result type changed; re-creating sql/ objects", file=sys.stderr)
+        run_repeatables(connection, files, wanted, drop_first=True)
     print(
         f"migrate: applied sql/ ({len(files)} files; changed: {', '.join(changed) or 'none'})",
         file=sys.stderr,

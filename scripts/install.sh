@@ -83,14 +83,21 @@ apt_update_once() {
     fi
 }
 
-has_candidate() { apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; }
-is_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+# (Output is captured before matching: with pipefail, `... | grep -q` fails whenever
+# grep exits early and the writer gets SIGPIPE.)
+has_candidate() {
+    local policy
+    policy="$(apt-cache policy "$1" 2>/dev/null || true)"
+    [[ "$policy" =~ Candidate:\ [0-9] ]]
+}
+is_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]; }
 
 install_packages() {
     local wanted=(
         "postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}"
         "postgresql-${PG_MAJOR}-cron" "postgresql-plpython3-${PG_MAJOR}"
         build-essential dpkg-dev python3-venv python3-pip ca-certificates
+        "postgresql-doc-${PG_MAJOR}"
     )
     local missing=() p
     for p in "${wanted[@]}"; do is_installed "$p" || missing+=("$p"); done

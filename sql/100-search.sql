@@ -159,6 +159,18 @@ strict
 parallel safe
 return ('''' || replace(replace(lexeme, '\', '\\'), '''', '''''') || '''')::tsquery;
 
+-- Returns the tsquery matching any lexeme of a text (NULL when it has none, e.g. stop
+-- words only): what BM25 candidates match and what snippets highlight.
+create or replace function pgseek.any_term_query(query_text text, language regconfig)
+returns tsquery
+language sql
+stable
+parallel safe
+return (
+    select string_agg(pgseek.lexeme_query(t.term)::text, ' | ')::tsquery
+    from unnest(tsvector_to_array(to_tsvector(language, coalesce(query_text, '')))) as t (term)
+);
+
 -- Returns the BM25 keyword candidates for query text (id, score), best first, at most
 -- depth rows. The text is reduced to its lexemes with to_tsvector (any input is valid:
 -- no tsquery syntax errors; stop words only gives no rows), a document matches any of
@@ -174,6 +186,7 @@ stable
 as $$
 declare
     terms text [] := tsvector_to_array(to_tsvector(language, coalesce(query_text, '')));
+    any_term tsquery := pgseek.any_term_query(query_text, language);
     corpus_size double precision;
     avg_length double precision;
 begin
@@ -188,16 +201,13 @@ begin
         avg_length := 0;
     end if;
     return query
-    with query_terms as (
+    with query_terms as materialized (  -- once, not once per candidate
         select
             pgseek.lexeme_query(u.term) as lexeme,
             ln(1 + (corpus_size - coalesce(s.doc_freq, 1) + 0.5)
                 / (coalesce(s.doc_freq, 1) + 0.5)) as idf
         from unnest(terms) as u (term)
         left join pgseek.text_stats as s on u.term = s.term
-    ),
-    any_term as (
-        select string_agg(q.lexeme::text, ' | ')::tsquery as query from query_terms as q
     )
     select d.id, (
         select sum(
@@ -210,8 +220,8 @@ begin
             )) as tf) as f
         where d.fts @@ t.lexeme
     )::float8 as score
-    from pgseek.documents as d, any_term as a
-    where d.fts @@ a.query and (filter is null or d.metadata @> filter)
+    from pgseek.documents as d
+    where d.fts @@ any_term and (filter is null or d.metadata @> filter)
     order by 2 desc, 1
     limit depth;
 end
@@ -409,8 +419,8 @@ begin
         end),
         f.ts,
         case when snippets then
-            ts_headline(language, d.content, websearch_to_tsquery(language, query_text),
-                'MaxFragments=2, MinWords=8, MaxWords=24')
+            ts_headline(language, d.content, pgseek.any_term_query(query_text, language),
+                'MaxFragments=2, MinWords=12, MaxWords=30')
         end
     from fused as f
     inner join pgseek.documents as d on f.id = d.id

@@ -334,20 +334,47 @@ def test_a_changed_signature_leaves_no_stale_overload(empty_db, tmp_path):
     copy = copy_migrations(tmp_path)
     assert alembic(copy, empty_db.url, "upgrade", "head").returncode == 0
     search = copy.parent / "sql" / "100-search.sql"
+    old = "check_recall(sample integer default 20, k integer default 10)"
+    assert old in search.read_text()
     search.write_text(
         search.read_text().replace(
-            "create or replace function pgseek.lexeme_query(lexeme text)",
-            "create or replace function pgseek.lexeme_query(lexeme text, spare integer default 0)",
+            old,
+            "check_recall(sample integer default 20, k integer default 10, spare int default 0)",
         )
     )
     result = alembic(copy, empty_db.url, "upgrade", "head")
     assert result.returncode == 0, result.stderr
     with empty_db.connect() as c:
         signatures = c.execute(
-            "select oid::regprocedure::text from pg_proc where proname = 'lexeme_query'"
+            "select oid::regprocedure::text from pg_proc where proname = 'check_recall'"
         ).fetchall()
         pinned = c.execute(
-            "select proconfig from pg_proc where proname = 'lexeme_query'"
+            "select proconfig from pg_proc where proname = 'check_recall'"
+        ).fetchone()
+    assert signatures == [("pgseek.check_recall(integer,integer,integer)",)]
+    assert any(setting.startswith("search_path=") for setting in pinned[0])
+
+
+def test_a_changed_result_type_is_recreated(empty_db, tmp_path):
+    copy = copy_migrations(tmp_path)
+    assert alembic(copy, empty_db.url, "upgrade", "head").returncode == 0
+    search = copy.parent / "sql" / "100-search.sql"
+    search.write_text(
+        search.read_text().replace(
+            "returns table (queries integer, neighbours integer, recall double precision)",
+            "returns table (queries integer, neighbours integer, recall numeric)",
+        )
+    )
+    result = alembic(copy, empty_db.url, "upgrade", "head")
+    assert result.returncode == 0, result.stderr
+    assert "a result type changed; re-creating sql/ objects" in result.stderr
+    with empty_db.connect() as c:
+        result_type = c.execute(
+            "select pg_get_function_result('pgseek.check_recall'::regproc)"
         ).fetchone()[0]
-    assert signatures == [("pgseek.lexeme_query(text,integer)",)]
-    assert any(setting.startswith("search_path=") for setting in pinned)
+        triggers = c.execute(
+            "select count(*) from pg_trigger where tgrelid = 'pgseek.documents'::regclass"
+            " and not tgisinternal"
+        ).fetchone()[0]
+    assert "recall numeric" in result_type
+    assert triggers == 5
