@@ -59,7 +59,8 @@ $$;
 -- Installs (or updates, keeping paused jobs paused) pgseek's jobs; returns them.
 -- The embedding worker runs every minute and works for up to 50 seconds, so documents
 -- are embedded within seconds even where pg_cron has no second schedules (1.4); the
--- keyword statistics of BM25 are refreshed hourly.
+-- keyword statistics of BM25 are refreshed hourly; retention policies are applied, and
+-- pg_cron's run history pruned, nightly.
 create or replace function pgseek.schedule_jobs()
 returns table (job_name text, schedule text, active boolean)
 language plpgsql
@@ -72,6 +73,10 @@ begin
     );
     perform cron.schedule(
         'pgseek-text-stats', '17 * * * *', 'select pgseek.refresh_text_stats()'
+    );
+    perform cron.schedule('pgseek-purge', '15 3 * * *', 'call pgseek.purge_expired()');
+    perform cron.schedule(
+        'pgseek-cron-history', '45 3 * * *', 'select pgseek.clean_cron_history()'
     );
     return query select j.job_name, j.schedule, j.active from pgseek.jobs() as j;
 end

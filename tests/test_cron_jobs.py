@@ -61,7 +61,12 @@ def test_jobs_can_be_paused_resumed_and_rescheduled_idempotently(cron_conn):
     # Scheduling again updates the job by name and keeps it paused.
     cron_conn.execute("select pgseek.schedule_jobs()")
     rows = cron_conn.execute("select job_name, active from pgseek.jobs()").fetchall()
-    assert rows == [("pgseek-embedding-worker", False), ("pgseek-text-stats", True)]
+    assert rows == [
+        ("pgseek-cron-history", True),
+        ("pgseek-embedding-worker", False),
+        ("pgseek-purge", True),
+        ("pgseek-text-stats", True),
+    ]
     cron_conn.execute("select pgseek.resume_job('pgseek-embedding-worker')")
     assert cron_conn.execute(paused).fetchone()[0] is True
 
@@ -76,3 +81,51 @@ def test_without_pg_cron_scheduling_explains_what_to_do(conn):
         conn.execute("select pgseek.schedule_jobs()")
     assert "pg_cron is not installed in database" in str(exc.value)
     assert "cron.schedule_in_database('pgseek-embedding-worker'" in exc.value.diag.message_hint
+
+
+@pytest.mark.slow
+def test_the_scheduled_purge_runs_and_cron_history_is_cleaned(cron_conn):
+    cron_conn.execute("select pgseek.set_retention('{\"source\": \"cron-test\"}', '1 day')")
+    cron_conn.execute(
+        "insert into pgseek.documents (content, metadata, created_at) values"
+        " ('expired', '{\"source\": \"cron-test\"}', now() - interval '2 days')"
+    )
+    runs_before = cron_conn.execute("select count(*) from pgseek.purge_log").fetchone()[0]
+    cron_conn.execute(
+        "select cron.alter_job(jobid, schedule => '* * * * *') from cron.job"
+        " where jobname = 'pgseek-purge'"
+    )
+    try:
+        finished = wait_for(
+            lambda: cron_conn.execute(
+                "select count(*) > %s from pgseek.purge_log where status = 'finished'",
+                (runs_before,),
+            ).fetchone()[0],
+            timeout=150,
+        )
+    finally:
+        cron_conn.execute("select pgseek.schedule_jobs()")  # back to the nightly schedule
+    assert finished
+    assert (
+        cron_conn.execute(
+            "select count(*) from pgseek.documents where content = 'expired'"
+        ).fetchone()[0]
+        == 0
+    )
+    # pg_cron 1.4 records a run's end in its launcher loop, which can lag behind the
+    # purge's own commit while another job (the 50-second embedding worker) runs.
+    succeeded = wait_for(
+        lambda: cron_conn.execute(
+            "select d.status = 'succeeded' from cron.job_run_details as d"
+            " join cron.job as j using (jobid)"
+            " where j.jobname = 'pgseek-purge' order by d.runid desc limit 1"
+        ).fetchone()[0],
+        timeout=90,
+    )
+    assert succeeded
+    cron_conn.execute(
+        "insert into cron.job_run_details (jobid, runid, command, status, start_time, end_time)"
+        " values (0, nextval('cron.runid_seq'), 'old', 'succeeded', now() - interval '30 days',"
+        " now() - interval '30 days')"
+    )
+    assert cron_conn.execute("select pgseek.clean_cron_history()").fetchone()[0] >= 1

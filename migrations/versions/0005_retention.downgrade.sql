@@ -1,0 +1,9 @@
+-- Reverts 0005.
+alter table pgseek.config
+drop column cron_history_keep,
+drop column query_cache_keep,
+drop column purge_log_keep,
+drop column purge_time_budget,
+drop column purge_batch_size;
+drop table pgseek.purge_log;
+drop table pgseek.retention_policies;

@@ -1,0 +1,171 @@
+"""Retention: policies, purge_expired() in batches, boundaries, dependent rows,
+concurrency, the purge log, and errors."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from psycopg import errors
+
+
+def add(conn, content: str, age: str, metadata: str = '{"source": "training"}') -> None:
+    conn.execute(
+        "insert into pgseek.documents (content, metadata, created_at)"
+        " values (%s, %s, now() - %s::interval)",
+        (content, metadata, age),
+    )
+
+
+def contents(conn) -> list[str]:
+    return [r[0] for r in conn.execute("select content from pgseek.documents order by content")]
+
+
+def purge(conn, **args) -> int:
+    named = ", ".join(f"{k} => %({k})s" for k in args)
+    sql = f"call pgseek.purge_expired({named})" if named else "call pgseek.purge_expired()"
+    return conn.execute(sql, args).fetchone()[0]
+
+
+def last_run(conn) -> tuple:
+    return conn.execute(
+        "select status, deleted, batches, per_policy, error from pgseek.purge_log"
+        " order by id desc limit 1"
+    ).fetchone()
+
+
+def test_without_a_policy_nothing_is_purged(conn):
+    add(conn, "ancient", "10 years")
+    assert purge(conn) == 0
+    assert contents(conn) == ["ancient"]
+    assert last_run(conn)[:2] == ("finished", 0)
+
+
+def test_only_matching_rows_older_than_the_window_go(conn):
+    conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '30 days')")
+    add(conn, "expired training", "30 days 1 minute")
+    add(conn, "fresh training", "29 days 23 hours")
+    add(conn, "expired other", "90 days", '{"source": "docs"}')
+    add(conn, "expired training, more keys", "31 days", '{"source": "training", "lang": "en"}')
+    conn.execute("set time zone 'Pacific/Kiritimati'")  # +14: the window is on timestamptz
+    assert purge(conn) == 2
+    assert contents(conn) == ["expired other", "fresh training"]
+
+
+def test_batches_are_logged_per_policy(conn):
+    policy = conn.execute(
+        "select pgseek.set_retention('{\"source\": \"training\"}', '1 day')"
+    ).fetchone()[0]
+    for i in range(5):
+        add(conn, f"old {i}", "2 days")
+    assert purge(conn, batch_size=2) == 5
+    status, deleted, batches, per_policy, error = last_run(conn)
+    assert (status, deleted, batches, error) == ("finished", 5, 3, None)
+    assert per_policy == {str(policy): 5}
+
+
+def test_the_time_budget_stops_a_run_between_batches(conn):
+    conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '1 day')")
+    for i in range(6):
+        add(conn, f"old {i}", "2 days")
+    assert purge(conn, batch_size=2, time_budget="1 microsecond") == 2
+    assert last_run(conn)[:3] == ("time budget reached", 2, 1)
+    assert purge(conn) == 4  # the next run goes on
+
+
+def test_chunks_queue_entries_and_dead_letters_go_with_their_document(conn):
+    conn.execute("select pgseek.set_retention('{\"source\": \"manual\"}', '7 days')")
+    source = conn.execute(
+        "select pgseek.ingest(repeat('A sentence about retention. ', 200),"
+        ' \'{"source": "manual"}\', 64, 8)'
+    ).fetchone()[0]
+    conn.execute("update pgseek.sources set created_at = now() - interval '8 days'")
+    conn.execute("update pgseek.documents set created_at = now() - interval '8 days'")
+    assert conn.execute("select count(*) from pgseek.embedding_queue").fetchone()[0] > 0
+    purge(conn)
+    for table in ("documents", "sources", "embedding_queue", "embedding_dead_letter"):
+        assert conn.execute(f"select count(*) from pgseek.{table}").fetchone()[0] == 0, table
+    assert source is not None
+
+
+def test_old_query_embeddings_and_purge_log_rows_are_pruned(conn):
+    conn.execute(
+        "insert into pgseek.query_embeddings (model, text_hash, embedding, last_used_at)"
+        " values ('m', '\\x01', '[1,2]', now() - interval '31 days'),"
+        " ('m', '\\x02', '[1,2]', now())"
+    )
+    conn.execute(
+        "insert into pgseek.purge_log (started_at, status) values (now() - interval '91 days',"
+        " 'finished')"
+    )
+    purge(conn)
+    assert conn.execute("select count(*) from pgseek.query_embeddings").fetchone()[0] == 1
+    old_runs = "select count(*) from pgseek.purge_log where started_at < now() - interval '1 day'"
+    assert conn.execute(old_runs).fetchone()[0] == 0
+
+
+def test_concurrent_runs_share_the_work(conn, db):
+    conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '1 day')")
+    conn.execute(
+        "insert into pgseek.documents (content, metadata, created_at)"
+        " select 'old ' || i, '{\"source\": \"training\"}', now() - interval '2 days'"
+        " from generate_series(1, 3000) as i"
+    )
+    results, failures = [], []
+
+    def run() -> None:
+        try:
+            with db.connect() as other:
+                results.append(purge(other, batch_size=100))
+        except Exception as exc:  # any error fails the test below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert sum(results) == 3000
+    assert contents(conn) == []
+
+
+def test_a_large_purge_advises_maintenance(conn):
+    conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '1 day')")
+    for i in range(3):
+        add(conn, f"old {i}", "2 days")
+    add(conn, "kept", "1 hour", '{"source": "docs"}')
+    conn.execute("analyze pgseek.documents")
+    purge(conn)
+    advice = conn.execute("select advice from pgseek.purge_log order by id desc limit 1").fetchone()
+    assert "rebuild the vector index" in advice[0]
+
+
+def test_policies_are_upserted_listed_and_removed(conn):
+    first = conn.execute('select pgseek.set_retention(\'{"source": "a"}\')').fetchone()[0]
+    again = conn.execute("select pgseek.set_retention('{\"source\": \"a\"}', '7 days')").fetchone()[
+        0
+    ]
+    assert first == again
+    rows = conn.execute("select match, keep::text from pgseek.retention_policies").fetchall()
+    assert rows == [({"source": "a"}, "7 days")]
+    assert conn.execute('select pgseek.remove_retention(\'{"source": "a"}\')').fetchone()[0]
+    assert not conn.execute('select pgseek.remove_retention(\'{"source": "a"}\')').fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("select pgseek.set_retention(null)", "match must be a JSON object, not NULL"),
+        ("select pgseek.set_retention('[1]')", "match must be a JSON object, not array"),
+        ("select pgseek.set_retention('{}')", "match must name at least one metadata key"),
+        ("select pgseek.set_retention('{\"a\": 1}', '0 days')", "keep must be a positive"),
+        ("select pgseek.set_retention('{\"a\": 1}', '-1 day')", "keep must be a positive"),
+        ("select pgseek.set_retention('{\"a\": 1}', null)", "keep must be a positive"),
+        ("call pgseek.purge_expired(batch_size => 0)", "batch_size must be between"),
+        ("call pgseek.purge_expired(time_budget => '-1 s')", "time_budget must be a positive"),
+    ],
+)
+def test_bad_arguments_raise_22023(conn, call, message):
+    with pytest.raises(errors.InvalidParameterValue, match=message):
+        conn.execute(call)
