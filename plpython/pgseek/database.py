@@ -8,6 +8,7 @@ loaded models are kept in ``GD``, so each backend loads a model once.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import time
 from collections.abc import Callable, MutableMapping, Sequence
@@ -114,6 +115,11 @@ CACHE_GET_SQL = """
 select embedding::text, last_used_at < now() - interval '1 hour' as stale
 from pgseek.query_embeddings where model = $1 and text_hash = $2
 """
+# A standby, or a read-only transaction, still embeds queries: it just does not cache.
+WRITABLE_SQL = (
+    "select not pg_is_in_recovery() and current_setting('transaction_read_only') = 'off'"
+    " as writable"
+)
 CACHE_PUT_SQL = """
 insert into pgseek.query_embeddings (model, text_hash, embedding)
 values ($1, $2, $3::vector)
@@ -149,8 +155,6 @@ def provider_config(row: dict[str, Any], target: str) -> dict[str, Any]:
 
 
 def _json(value: Any) -> dict[str, Any]:
-    import json
-
     return json.loads(value) if isinstance(value, str) else dict(value or {})
 
 
@@ -230,6 +234,19 @@ def embed_texts(plpy: Any, gd: MutableMapping, texts: Sequence[str | None], targ
     return [None if t is None else next(vectors) for t in texts]
 
 
+class CacheWritable:
+    """Whether this transaction may write the query cache; asked once, and only when a
+    write is due (a cache hit that needs no refresh asks nothing)."""
+
+    def __init__(self, plpy: Any, gd: MutableMapping):
+        self.plpy, self.gd, self.answer = plpy, gd, None
+
+    def __call__(self) -> bool:
+        if self.answer is None:
+            self.answer = self.plpy.execute(plan(self.plpy, self.gd, WRITABLE_SQL))[0]["writable"]
+        return self.answer
+
+
 def query_embeddings(plpy: Any, gd: MutableMapping, texts: Sequence[str | None]) -> list:
     """Embed query texts with the current model, through the query-embedding cache."""
     try:
@@ -237,10 +254,7 @@ def query_embeddings(plpy: Any, gd: MutableMapping, texts: Sequence[str | None])
     except EmbeddingError as exc:
         raise_sql_error(plpy, exc, "embedding failed")
     key = model_key(config)
-    writable = (
-        plpy.execute("select not pg_is_in_recovery() as rw")[0]["rw"]
-        and (plpy.execute("select current_setting('transaction_read_only') = 'off' as rw")[0]["rw"])
-    )
+    writable = CacheWritable(plpy, gd)
     results: list[str | None] = [None] * len(texts)
     misses: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
@@ -250,7 +264,7 @@ def query_embeddings(plpy: Any, gd: MutableMapping, texts: Sequence[str | None])
         rows = plpy.execute(plan(plpy, gd, CACHE_GET_SQL, ["text", "bytea"]), [key, digest])
         if rows:
             results[i] = rows[0]["embedding"]
-            if rows[0]["stale"] and writable:
+            if rows[0]["stale"] and writable():
                 plpy.execute(
                     plan(plpy, gd, CACHE_PUT_SQL, ["text", "bytea", "text"]),
                     [key, digest, results[i]],
@@ -265,7 +279,7 @@ def query_embeddings(plpy: Any, gd: MutableMapping, texts: Sequence[str | None])
         for text, vector in zip(misses, vectors, strict=True):
             for i in misses[text]:
                 results[i] = vector
-            if writable:
+            if writable():
                 digest = hashlib.sha256(text.encode()).digest()
                 plpy.execute(
                     plan(plpy, gd, CACHE_PUT_SQL, ["text", "bytea", "text"]),
