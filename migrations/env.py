@@ -155,6 +155,8 @@ DROP_REPEATABLES_SQL = f"""
 do $$
 declare
     r record;
+    progress boolean;
+    remaining integer;
 begin
     if to_regnamespace('pgseek') is null then
         return;
@@ -172,11 +174,31 @@ begin
     loop
         execute format('drop trigger %I on %s', r.tgname, r.tbl);
     end loop;
-    for r in
-        select p.oid::regprocedure as name from pg_catalog.pg_proc as p
-        where p.pronamespace = 'pgseek'::regnamespace and not {MIGRATION_OWNED}
+    -- SQL-standard bodies (`return ...`) depend on the routines they call: drop in
+    -- passes, each dropping what nothing depends on any more, until none is left.
     loop
-        execute format('drop routine %s', r.name);
+        progress := false;
+        remaining := 0;
+        for r in
+            select p.oid::regprocedure as name from pg_catalog.pg_proc as p
+            where p.pronamespace = 'pgseek'::regnamespace and not {MIGRATION_OWNED}
+        loop
+            begin
+                execute format('drop routine %s', r.name);
+                progress := true;
+            exception when dependent_objects_still_exist then
+                remaining := remaining + 1;
+            end;
+        end loop;
+        exit when remaining = 0;
+        if not progress then  -- something outside sql/ depends on them: say what
+            for r in
+                select p.oid::regprocedure as name from pg_catalog.pg_proc as p
+                where p.pronamespace = 'pgseek'::regnamespace and not {MIGRATION_OWNED}
+            loop
+                execute format('drop routine %s', r.name);
+            end loop;
+        end if;
     end loop;
 end
 $$

@@ -356,9 +356,16 @@ def test_a_changed_signature_leaves_no_stale_overload(empty_db, tmp_path):
 
 
 def test_a_changed_result_type_is_recreated(empty_db, tmp_path):
+    """Also when a SQL-standard body (which PostgreSQL records as a dependency) calls
+    the changed function and was created after it: the drop goes in dependency order."""
     copy = copy_migrations(tmp_path)
-    assert alembic(copy, empty_db.url, "upgrade", "head").returncode == 0
     search = copy.parent / "sql" / "100-search.sql"
+    search.write_text(
+        search.read_text()
+        + "\ncreate or replace function pgseek.sample_recall() returns double precision"
+        + "\nlanguage sql stable return (select r.recall from pgseek.check_recall(1, 1) as r);\n"
+    )
+    assert alembic(copy, empty_db.url, "upgrade", "head").returncode == 0
     search.write_text(
         search.read_text().replace(
             "returns table (queries integer, neighbours integer, recall double precision)",
