@@ -142,7 +142,7 @@ def pgseek_method(mode: str | None) -> Method:
 
 METHODS = [
     pgseek_method(None),
-    *(pgseek_method(mode) for mode in ("vector", "text", "rrf", "weighted", "dbsf")),
+    *(pgseek_method(mode) for mode in ("vector", "text", "convex", "rrf", "weighted", "dbsf")),
     Method(
         "recipe vector",
         VECTOR_RECIPE,

@@ -171,16 +171,20 @@ return (
     from unnest(tsvector_to_array(to_tsvector(language, coalesce(query_text, '')))) as t (term)
 );
 
--- Returns the BM25 keyword candidates for query text (id, score), best first, at most
--- depth rows. The text is reduced to its lexemes with to_tsvector (any input is valid:
--- no tsquery syntax errors; stop words only gives no rows), a document matches any of
--- them, and scores sum idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))
--- with k1 = 1.2, b = 0.75, idf from pgseek.text_stats, tf read from ts_rank (exact for
+-- Returns the BM25 keyword candidates for query text, best first, at most depth rows:
+-- id, score, coverage (the share of the query's lexemes the document contains) and
+-- score_bound (the score no document can reach for this query: sum idf(t) * (k1 + 1)).
+-- The text is reduced to its lexemes with to_tsvector (any input is valid: no tsquery
+-- syntax errors; stop words only gives no rows), a document matches any of them, and
+-- scores sum idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len)) with
+-- k1 = 1.2, b = 0.75, idf from pgseek.text_stats, tf read from ts_rank (exact for
 -- documents without weights), and len the number of distinct lexemes.
 create or replace function pgseek.text_candidates(
     query_text text, depth integer, filter jsonb default null, language regconfig default 'english'
 )
-returns table (id uuid, score double precision)
+returns table (
+    id uuid, score double precision, coverage double precision, score_bound double precision
+)
 language plpgsql
 stable
 as $$
@@ -209,20 +213,24 @@ begin
         from unnest(terms) as u (term)
         left join pgseek.text_stats as s on u.term = s.term
     )
-    select d.id, (
-        select sum(
-            t.idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * case when avg_length > 0
-                then length(d.fts) / avg_length else 1 end))
-        )
+    select d.id, m.score, m.matched / cardinality(terms), b.bound
+    from pgseek.documents as d
+    cross join lateral (
+        select
+            sum(
+                t.idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * case when avg_length > 0
+                    then length(d.fts) / avg_length else 1 end))
+            )::float8 as score,
+            count(*)::float8 as matched
         from query_terms as t,
             lateral (select floor(1 / greatest(
                 1.6449340668482264 - ts_rank(d.fts, t.lexeme) * 16.449340668482264, 1e-3
             )) as tf) as f
         where d.fts @@ t.lexeme
-    )::float8 as score
-    from pgseek.documents as d
+    ) as m
+    cross join (select sum(t.idf * 2.2)::float8 as bound from query_terms as t) as b
     where d.fts @@ any_term and (filter is null or d.metadata @> filter)
-    order by 2 desc, 1
+    order by m.score desc, d.id
     limit depth;
 end
 $$;
@@ -286,6 +294,11 @@ $$;
 -- `candidates` deep, default greatest(100, 2 * k)) and returns the best k: id, content,
 -- metadata, score, and why: vector_rank / text_rank (1-based, NULL when that branch did
 -- not find the row), vector_similarity and text_score (BM25). Modes:
+--   convex    (the default) vw * v + tw * t where v is the similarity min-max
+--             normalized over the vector candidates (exact for keyword-only rows,
+--             clipped to [0, 1]) and t the BM25 score divided by the query's bound
+--             (pgseek.text_candidates) times the share of query terms the row contains:
+--             a weak keyword match stays weak instead of being stretched to 1
 --   rrf       weighted Reciprocal Rank Fusion:
 --             vw / (rrf_k + vector_rank) + tw / (rrf_k + text_rank)
 --   weighted  vw * v + tw * t of min-max normalized scores over the candidates
@@ -297,7 +310,7 @@ create or replace function pgseek.hybrid_search(
     query_embedding vector default null,
     k integer default 10,
     filter jsonb default null,
-    mode text default 'rrf',
+    mode text default 'convex',
     vector_weight double precision default 0.7,
     text_weight double precision default 0.3,
     rrf_k integer default 60,
@@ -326,8 +339,9 @@ declare
     metric text := (select c.distance_metric from pgseek.config as c);
     has_text boolean := query_text is not null and query_text ~ '[^[:space:]]';
 begin
-    perform pgseek.check_argument(mode in ('rrf', 'weighted', 'dbsf', 'vector', 'text'),
-        format('mode must be rrf, weighted, dbsf, vector or text, not %s', coalesce(mode, 'NULL')));
+    perform pgseek.check_argument(mode in ('convex', 'rrf', 'weighted', 'dbsf', 'vector', 'text'),
+        format('mode must be convex, rrf, weighted, dbsf, vector or text, not %s',
+            coalesce(mode, 'NULL')));
     perform pgseek.check_argument(k between 1 and 1000,
         format('k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL')));
     perform pgseek.check_argument(page_offset between 0 and 10000,
@@ -360,7 +374,9 @@ begin
         where mode <> 'text'
     ),
     text_hits as (
-        select t.id, t.score, row_number() over (order by t.score desc, t.id) as r
+        select
+            t.id, t.score, t.coverage, t.score_bound,
+            row_number() over (order by t.score desc, t.id) as r
         from pgseek.text_candidates(query_text, depth, filter, language) as t
         where mode <> 'vector' and has_text
     ),
@@ -370,7 +386,17 @@ begin
             v.r as vr,
             t.r as tr,
             pgseek.similarity(v.distance, metric) as vs,
-            t.score as ts
+            t.score as ts,
+            t.coverage * t.score / nullif(t.score_bound, 0) as tb,
+            case when v.id is null and mode = 'convex' then (  -- a keyword-only row
+                select pgseek.similarity(case metric
+                    when 'cosine' then x.embedding <=> query_embedding
+                    when 'l2' then x.embedding <-> query_embedding
+                    else x.embedding <#> query_embedding
+                end, metric)
+                from pgseek.documents as x
+                where x.id = t.id and vector_dims(x.embedding) = vector_dims(query_embedding)
+            ) end as vx
         from vector_hits as v full join text_hits as t on v.id = t.id
     ),
     spread as (
@@ -384,6 +410,11 @@ begin
         select
             h.*,
             case mode
+                when 'convex' then
+                    vector_weight * coalesce(least(1, greatest(0,
+                        (coalesce(h.vs, h.vx) - s.v_min) / nullif(s.v_max - s.v_min, 0))),
+                        case when coalesce(h.vs, h.vx) is null then 0 else 1 end)
+                    + text_weight * coalesce(h.tb, 0)
                 when 'rrf' then coalesce(vector_weight / (rrf_k + h.vr), 0)
                     + coalesce(text_weight / (rrf_k + h.tr), 0)
                 when 'weighted' then
@@ -410,7 +441,7 @@ begin
         f.fused_score,
         f.vr::integer,
         f.tr::integer,
-        coalesce(f.vs, case when vector_dims(d.embedding) = vector_dims(query_embedding) then
+        coalesce(f.vs, f.vx, case when vector_dims(d.embedding) = vector_dims(query_embedding) then
             pgseek.similarity(case metric
                 when 'cosine' then d.embedding <=> query_embedding
                 when 'l2' then d.embedding <-> query_embedding

@@ -233,7 +233,7 @@ def test_rrf_scores_follow_the_formula(c):
     q = query_vector(c, 7)
     rows = c.execute(
         "select score, vector_rank, text_rank from pgseek.hybrid_search('postgres', %s::vector,"
-        " k => 20)",
+        " k => 20, mode => 'rrf')",
         (q,),
     ).fetchall()
     assert len(rows) == 20
@@ -241,6 +241,49 @@ def test_rrf_scores_follow_the_formula(c):
         expected = (0.7 / (60 + vr) if vr else 0) + (0.3 / (60 + tr) if tr else 0)
         assert abs(score - expected) < 1e-12
     assert [r[0] for r in rows] == sorted((r[0] for r in rows), reverse=True)
+
+
+def test_convex_scores_follow_the_formula(c):
+    """The default mode: 0.7 * similarity min-max normalized over the vector candidates
+    + 0.3 * BM25 / the query's bound * the share of query terms matched, recomputed here
+    from the branches themselves."""
+    q = query_vector(c, 7)
+    text = "postgres vector search"
+    sims = [
+        r[0]
+        for r in c.execute("select similarity from pgseek.search_similar(%s::vector, 100)", (q,))
+    ]
+    keyword = {
+        i: (score, coverage, bound)
+        for i, score, coverage, bound in c.execute(
+            "select * from pgseek.text_candidates(%s, 100)", (text,)
+        )
+    }
+    rows = c.execute(
+        "select id, score, vector_rank, text_rank, vector_similarity, text_score"
+        " from pgseek.hybrid_search(%s, %s::vector, k => 100, candidates => 100)",
+        (text, q),
+    ).fetchall()
+    assert len(rows) == 100
+    lo, hi = min(sims), max(sims)
+    assert any(vr is None for _, _, vr, _, _, _ in rows)  # keyword-only rows rank too
+    for i, score, vr, tr, similarity, text_score in rows:
+        v = min(1.0, max(0.0, (similarity - lo) / (hi - lo)))
+        t = 0.0
+        if tr is not None:
+            bm25, coverage, bound = keyword[i]
+            assert text_score == bm25 and 0 < coverage <= 1 and 0 < bm25 < bound
+            t = bm25 / bound * coverage
+        assert abs(score - (0.7 * v + 0.3 * t)) < 1e-9
+        assert 0 <= score <= 1
+    exact = dict(
+        c.execute(
+            "select id, 1 - (embedding <=> %s::vector) from pgseek.documents where id = any(%s)",
+            (q, [r[0] for r in rows]),
+        ).fetchall()
+    )
+    assert all(abs(r[4] - exact[r[0]]) < 1e-9 for r in rows)  # exact, also keyword-only
+    assert [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
 
 
 def test_rows_found_by_one_branch_still_rank(c):
