@@ -70,8 +70,9 @@ test: lint ## lint, then the whole test suite against a real cluster
 	@scripts/install.sh --plpython-only
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: ## benchmarks -> bench/report.md (QUICK=1 for a smoke run, CORPUS=dir for the data)
-	@DATABASE_URL="$(DB_URL)" $(PY) scripts/bench.py $(if $(QUICK),--quick) $(if $(CORPUS),--corpus $(CORPUS))
+bench: ## benchmarks -> bench/report.md (QUICK=1 smoke run, ONLY=a,b sections, CORPUS=dir)
+	@DATABASE_URL="$(DB_URL)" $(PY) scripts/bench.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) \
+		$(if $(CORPUS),--corpus $(CORPUS))
 
 eval: ## retrieval quality on dbpedia-entity-5k -> bench/eval.md (CORPUS=dir)
 	@DATABASE_URL="$(DB_URL)" $(PY) scripts/evaluate.py $(if $(CORPUS),--corpus $(CORPUS))
