@@ -267,7 +267,7 @@ def test_convex_scores_follow_the_formula(c):
     assert len(rows) == 100
     lo, hi = min(sims), max(sims)
     assert any(vr is None for _, _, vr, _, _, _ in rows)  # keyword-only rows rank too
-    for i, score, vr, tr, similarity, text_score in rows:
+    for i, score, _vr, tr, similarity, text_score in rows:
         v = min(1.0, max(0.0, (similarity - lo) / (hi - lo)))
         t = 0.0
         if tr is not None:
