@@ -41,6 +41,133 @@ begin atomic
     select count(*) > 0 from removed;
 end;
 
+-- Returns a pg_cron schedule that fires once: at the first minute boundary at least
+-- 15 seconds from now, in pg_cron's time zone (cron.timezone from pg_cron 1.5, GMT
+-- before). It would fire again a year later; pgseek unschedules it after its run.
+create or replace function pgseek.one_shot_schedule()
+returns text
+language sql
+volatile
+return pg_catalog.to_char(
+    pg_catalog.date_trunc('minute', pg_catalog.clock_timestamp() + interval '75 seconds')
+    at time zone coalesce(nullif(pg_catalog.current_setting('cron.timezone', true), ''), 'GMT'),
+    'FMMI FMHH24 FMDD FMMM *'
+);
+
+-- Starts the maintenance of pgseek.documents after a large purge, or says why not:
+-- where pg_cron is installed in this database, schedules the one-shot job
+-- pgseek-reindex (`reindex table concurrently`: a fresh HNSW graph without the deleted
+-- rows, and compact GIN and btree indexes, while searches and writes go on) and the
+-- job pgseek-maintenance, which runs advance_maintenance() every minute and follows up
+-- with a vacuum. Returns the status recorded in purge_log.maintenance.
+create or replace function pgseek.schedule_purge_maintenance()
+returns text
+language plpgsql
+volatile
+as $$
+declare
+    busy bigint;
+begin
+    if not exists (select from pg_catalog.pg_extension where extname = 'pg_cron') then
+        return 'advised: run REINDEX TABLE CONCURRENTLY pgseek.documents, then VACUUM '
+            || '(ANALYZE) pgseek.documents (pg_cron is not installed in this database)';
+    end if;
+    perform pg_catalog.pg_advisory_xact_lock(
+        pg_catalog.hashtextextended('pgseek.purge_maintenance', 0)
+    );
+    select l.id into busy from pgseek.purge_log as l
+    where l.maintenance in ('reindex scheduled', 'vacuum scheduled')
+    order by l.id desc
+    limit 1;
+    if busy is not null then
+        return pg_catalog.format('already under way for purge run %s', busy);
+    end if;
+    perform cron.schedule(
+        'pgseek-reindex', pgseek.one_shot_schedule(),
+        'reindex table concurrently pgseek.documents'
+    );
+    perform cron.schedule(
+        'pgseek-maintenance', '* * * * *', 'select pgseek.advance_maintenance()'
+    );
+    return 'reindex scheduled';
+end
+$$;
+
+-- Moves the maintenance after a large purge one step on (run every minute by the job
+-- pgseek-maintenance): once pgseek-reindex has succeeded, schedules the one-shot
+-- pgseek-vacuum (`vacuum (analyze)`, fast once the index is rebuilt: pgvector's HNSW
+-- vacuum has to repair the graph around every deleted row, a fresh graph has none);
+-- once that has succeeded, or either failed, removes the jobs and records the outcome in
+-- purge_log.maintenance. Returns the status, NULL when nothing is under way.
+create or replace function pgseek.advance_maintenance()
+returns text
+language plpgsql
+volatile
+as $$
+declare
+    run record;
+    step text;
+    job bigint;
+    outcome text;
+    message text;
+    next_status text;
+begin
+    perform pgseek.require_pg_cron();
+    perform pg_catalog.pg_advisory_xact_lock(
+        pg_catalog.hashtextextended('pgseek.purge_maintenance', 0)
+    );
+    select l.id, l.maintenance, l.maintenance_updated_at into run
+    from pgseek.purge_log as l
+    where l.maintenance in ('reindex scheduled', 'vacuum scheduled')
+    order by l.id desc
+    limit 1;
+    if run.id is null then
+        perform cron.unschedule(j.jobid) from cron.job as j
+        where j.jobname in ('pgseek-maintenance', 'pgseek-reindex', 'pgseek-vacuum')
+            and j.database = pg_catalog.current_database();
+        return null;
+    end if;
+    step := case run.maintenance when 'reindex scheduled' then 'reindex' else 'vacuum' end;
+    select j.jobid into job from cron.job as j
+    where j.jobname = 'pgseek-' || step and j.database = pg_catalog.current_database();
+    if job is not null then
+        select d.status, d.return_message into outcome, message
+        from cron.job_run_details as d
+        where d.jobid = job and d.status in ('succeeded', 'failed')
+        order by d.runid desc
+        limit 1;
+    end if;
+    next_status := case
+        when job is null then pg_catalog.format('failed: the job pgseek-%s was removed', step)
+        when outcome = 'failed' then pg_catalog.format('failed: %s: %s', step, message)
+        when outcome is null and pg_catalog.now() > run.maintenance_updated_at
+            + interval '1 day' and not exists (
+                select from cron.job_run_details as d where d.jobid = job
+            ) then pg_catalog.format('failed: pgseek-%s never started', step)
+        when outcome is null then run.maintenance
+        when step = 'reindex' then 'vacuum scheduled'
+        else 'done'
+    end;
+    if next_status = run.maintenance then
+        return next_status;  -- still waiting
+    end if;
+    perform cron.unschedule(job) where job is not null;
+    if next_status = 'vacuum scheduled' then
+        perform cron.schedule(
+            'pgseek-vacuum', pgseek.one_shot_schedule(), 'vacuum (analyze) pgseek.documents'
+        );
+    else
+        perform cron.unschedule(j.jobid) from cron.job as j
+        where j.jobname in ('pgseek-maintenance', 'pgseek-reindex', 'pgseek-vacuum')
+            and j.database = pg_catalog.current_database();
+    end if;
+    update pgseek.purge_log as l
+    set maintenance = next_status, maintenance_updated_at = pg_catalog.now()
+    where l.id = run.id;
+    return next_status;
+end
+$$;
+
 -- Applies every retention policy: deletes expired documents and sources (with their
 -- chunks, queue entries and dead letters) in batches of batch_size, each batch its own
 -- short transaction, until done or time_budget is spent; prunes the query-embedding
@@ -66,6 +193,9 @@ declare
     failure text;
     run_status text := 'finished';
     documents_left double precision;
+    share double precision;
+    run_advice text;
+    run_maintenance text;
 begin
     select * into strict c from pgseek.config;
     batch_size := coalesce(batch_size, c.purge_batch_size);
@@ -124,8 +254,18 @@ begin
     end loop;
     delete from pgseek.query_embeddings as q where q.last_used_at < started - c.query_cache_keep;
     delete from pgseek.purge_log as l where l.started_at < started - c.purge_log_keep;
-    documents_left := (select r.reltuples from pg_catalog.pg_class as r
-        where r.oid = 'pgseek.documents'::regclass);
+    if purge_expired.deleted > 0 then
+        documents_left := (select count(*) from pgseek.documents);
+        share := purge_expired.deleted / (documents_left + purge_expired.deleted);
+        if share > coalesce(c.maintenance_after_purge_share, 0.1) then
+            run_advice := pg_catalog.format('%s%% of the documents were deleted: rebuild the '
+                'indexes, then vacuum (README.md, "After large purges")',
+                pg_catalog.round((100 * share)::numeric, 1));
+        end if;
+        if share > c.maintenance_after_purge_share then
+            run_maintenance := pgseek.schedule_purge_maintenance();
+        end if;
+    end if;
     update pgseek.purge_log as l set
         finished_at = pg_catalog.clock_timestamp(),
         status = run_status,
@@ -133,11 +273,10 @@ begin
         batches = batch_count,
         per_policy = policy_counts,
         error = failure,
-        advice = case when purge_expired.deleted
-            > 0.1 * greatest(documents_left + purge_expired.deleted, 1) then
-            'a large share of documents was deleted: rebuild the vector index, then vacuum '
-            || '(README.md, "After large purges")'
-        end
+        advice = run_advice,
+        maintenance = run_maintenance,
+        maintenance_updated_at = case when run_maintenance is not null
+            then pg_catalog.now() end
     where l.id = run_id;
     commit;
 end

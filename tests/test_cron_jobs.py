@@ -129,3 +129,83 @@ def test_the_scheduled_purge_runs_and_cron_history_is_cleaned(cron_conn):
         " now() - interval '30 days')"
     )
     assert cron_conn.execute("select pgseek.clean_cron_history()").fetchone()[0] >= 1
+
+
+def maintenance_jobs(conn) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            "select jobname from cron.job where jobname in"
+            " ('pgseek-maintenance', 'pgseek-reindex', 'pgseek-vacuum') order by jobname"
+        )
+    ]
+
+
+@pytest.mark.slow
+def test_a_large_purge_reindexes_then_vacuums_through_pg_cron(cron_conn):
+    """The real chain: purge -> one-shot pgseek-reindex (REINDEX TABLE CONCURRENTLY) ->
+    pgseek-maintenance sees it succeed -> one-shot pgseek-vacuum -> done, jobs removed.
+    pg_cron 1.4 has minute schedules only: about four minutes."""
+    cron_conn.execute("select pgseek.set_retention('{\"source\": \"maintenance-test\"}', '1 day')")
+    cron_conn.execute(
+        "insert into pgseek.documents (content, metadata, created_at)"
+        " select 'maintenance ' || i, '{\"source\": \"maintenance-test\"}',"
+        " now() - interval '2 days' from generate_series(1, 200) as i"
+    )
+    deleted = cron_conn.execute("call pgseek.purge_expired()").fetchone()[0]
+    assert deleted == 200
+    run_id, maintenance = cron_conn.execute(
+        "select id, maintenance from pgseek.purge_log order by id desc limit 1"
+    ).fetchone()
+    assert maintenance == "reindex scheduled"
+    assert maintenance_jobs(cron_conn) == ["pgseek-maintenance", "pgseek-reindex"]
+    # A second large purge meanwhile does not start a second chain.
+    cron_conn.execute(
+        "insert into pgseek.documents (content, metadata, created_at)"
+        " select 'again ' || i, '{\"source\": \"maintenance-test\"}',"
+        " now() - interval '2 days' from generate_series(1, 100) as i"
+    )
+    cron_conn.execute("call pgseek.purge_expired()")
+    assert (
+        cron_conn.execute(
+            "select maintenance from pgseek.purge_log order by id desc limit 1"
+        ).fetchone()[0]
+        == f"already under way for purge run {run_id}"
+    )
+
+    def outcome():
+        status = cron_conn.execute(
+            "select maintenance from pgseek.purge_log where id = %s", (run_id,)
+        ).fetchone()[0]
+        return status if status == "done" or status.startswith("failed") else None
+
+    status = wait_for(outcome, timeout=330, interval=5)
+    runs = cron_conn.execute(
+        "select command, status from cron.job_run_details where command in"
+        " ('reindex table concurrently pgseek.documents', 'vacuum (analyze) pgseek.documents')"
+        " order by runid"
+    ).fetchall()
+    assert status == "done", (status, runs)
+    assert runs == [
+        ("reindex table concurrently pgseek.documents", "succeeded"),
+        ("vacuum (analyze) pgseek.documents", "succeeded"),
+    ]
+    assert maintenance_jobs(cron_conn) == []
+    invalid = cron_conn.execute(
+        "select count(*) from pg_index where indrelid = 'pgseek.documents'::regclass"
+        " and not indisvalid"
+    ).fetchone()[0]
+    assert invalid == 0
+
+
+def test_maintenance_whose_job_was_removed_is_reported(cron_conn):
+    run_id = cron_conn.execute(
+        "insert into pgseek.purge_log (status, maintenance, maintenance_updated_at)"
+        " values ('finished', 'reindex scheduled', now()) returning id"
+    ).fetchone()[0]
+    status = cron_conn.execute("select pgseek.advance_maintenance()").fetchone()[0]
+    assert status == "failed: the job pgseek-reindex was removed"
+    assert cron_conn.execute(
+        "select maintenance from pgseek.purge_log where id = %s", (run_id,)
+    ).fetchone() == (status,)
+    assert cron_conn.execute("select pgseek.advance_maintenance()").fetchone()[0] is None

@@ -130,15 +130,48 @@ def test_concurrent_runs_share_the_work(conn, db):
     assert contents(conn) == []
 
 
-def test_a_large_purge_advises_maintenance(conn):
+def maintenance_of_last_run(conn) -> tuple:
+    return conn.execute(
+        "select advice, maintenance from pgseek.purge_log order by id desc limit 1"
+    ).fetchone()
+
+
+def test_a_large_purge_advises_maintenance_where_pg_cron_is_not_installed(conn):
     conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '1 day')")
     for i in range(3):
         add(conn, f"old {i}", "2 days")
     add(conn, "kept", "1 hour", '{"source": "docs"}')
-    conn.execute("analyze pgseek.documents")
     purge(conn)
-    advice = conn.execute("select advice from pgseek.purge_log order by id desc limit 1").fetchone()
-    assert "rebuild the vector index" in advice[0]
+    advice, maintenance = maintenance_of_last_run(conn)
+    assert advice.startswith("75.0% of the documents were deleted: rebuild the indexes")
+    assert maintenance.startswith("advised: run REINDEX TABLE CONCURRENTLY pgseek.documents")
+
+
+def test_a_small_purge_needs_no_maintenance(conn):
+    conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '1 day')")
+    add(conn, "old", "2 days")
+    for i in range(10):
+        add(conn, f"kept {i}", "1 hour")
+    purge(conn)
+    assert maintenance_of_last_run(conn) == (None, None)  # 1 of 11 deleted: 9.1% < 10%
+
+
+def test_maintenance_share_is_configurable_and_can_be_turned_off(conn):
+    conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '1 day')")
+    conn.execute("update pgseek.config set maintenance_after_purge_share = 0.05")
+    add(conn, "old", "2 days")
+    for i in range(10):
+        add(conn, f"kept {i}", "1 hour")
+    purge(conn)
+    assert maintenance_of_last_run(conn)[1].startswith("advised:")
+    conn.execute("update pgseek.config set maintenance_after_purge_share = null")
+    for i in range(20):
+        add(conn, f"old {i}", "2 days")
+    purge(conn)
+    advice, maintenance = maintenance_of_last_run(conn)
+    assert advice.startswith("66.7% of the documents were deleted") and maintenance is None
+    with pytest.raises(errors.CheckViolation):
+        conn.execute("update pgseek.config set maintenance_after_purge_share = 0")
 
 
 def test_policies_are_upserted_listed_and_removed(conn):
