@@ -132,6 +132,7 @@ create or replace function pgseek.vector_candidates(
 returns table (id uuid, distance double precision)
 language plpgsql
 volatile
+rows 100  -- the default depth: the planner then joins its rows by primary key
 set enable_indexscan = on
 set "hnsw.ef_search" = 40
 set "hnsw.iterative_scan" = off
@@ -187,6 +188,7 @@ returns table (
 )
 language plpgsql
 stable
+rows 100
 as $$
 declare
     terms text [] := tsvector_to_array(to_tsvector(language, coalesce(query_text, '')));
