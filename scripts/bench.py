@@ -98,7 +98,7 @@ def main() -> None:
     previous = args.out / "results.json"
     if args.only and previous.exists():  # keep the other sections' figures
         old = json.loads(previous.read_text())
-        if old.get("quick", False) == args.quick:
+        if "sections" in old and old.get("quick") == args.quick:  # this driver's, same size
             results = old
             results["rerun"] = chosen
     with connect(url) as conn:
