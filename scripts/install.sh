@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything pgseek needs on a Debian or Ubuntu machine, idempotently:
-#   1. server packages: PostgreSQL, pg_cron, PL/Python, server headers, build tools
+#   1. server packages: PostgreSQL, pg_cron, PL/Python, server headers, build tools,
+#      PgBouncer and the Prometheus PostgreSQL exporter (their services disabled)
 #   2. pgvector 0.8.x: the distribution package where one exists, else a build of
 #      Debian trixie's source package against postgresql-server-dev-N
 #   3. .venv: the Python environment for deployment and tests (requirements/dev.txt)
@@ -98,6 +99,7 @@ install_packages() {
         "postgresql-${PG_MAJOR}-cron" "postgresql-plpython3-${PG_MAJOR}"
         build-essential dpkg-dev python3-venv python3-pip ca-certificates
         "postgresql-doc-${PG_MAJOR}"
+        "${OWN_INSTANCE_PACKAGES[@]}"
     )
     local missing=() p
     for p in "${wanted[@]}"; do is_installed "$p" || missing+=("$p"); done
@@ -110,6 +112,32 @@ install_packages() {
     fi
     apt_update_once
     run $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    for p in "${missing[@]}"; do
+        case " ${OWN_INSTANCE_PACKAGES[*]} " in *" $p "*) disable_packaged_service "$p" ;; esac
+    done
+}
+
+# PgBouncer and the Prometheus PostgreSQL exporter: the tests start instances of their
+# own (own configuration, free ports), and production configures its own. The Debian
+# packages also install a service (pgbouncer on localhost:6432, the exporter on :9187
+# for the packaged cluster) that pgseek never uses, so when this install adds one of
+# these packages its service is stopped and disabled. An install that already had the
+# package is left as it is.
+OWN_INSTANCE_PACKAGES=(pgbouncer prometheus-postgres-exporter)
+
+disable_packaged_service() {
+    local service="$1"
+    if [ -d /run/systemd/system ]; then
+        run $SUDO systemctl disable --now "$service"
+    elif [ -x "/etc/init.d/$service" ]; then
+        # Where policy-rc.d forbids starting services (containers), it was never started
+        # and invoke-rc.d refuses the stop as well: nothing to stop then.
+        $SUDO invoke-rc.d "$service" stop >>"$LOG" 2>&1 || true
+        run $SUDO update-rc.d "$service" disable
+    else
+        return 0
+    fi
+    say "disabled the packaged $service service (pgseek runs its own instances)"
 }
 
 pg_sharedir() { "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" --sharedir; }

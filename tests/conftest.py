@@ -5,6 +5,8 @@ Where the server comes from, in order:
    and drop databases of their own there (named pgseek_test_*), never touching others.
 2. Otherwise an ephemeral cluster of the session's own (scripts/cluster.sh in a temporary
    directory, on a free port), destroyed at the end.
+A real PgBouncer in transaction pooling mode in front of that server (`bouncer`) is
+started on first use (tests/pgbouncer.py).
 (tests/test_docker.py runs the Docker image through testcontainers where a Docker engine
 is reachable, and is skipped, with the reason, where none is.)
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+import pgbouncer
 from pgtest import (
     ROOT,
     TEMPLATE_DB,
@@ -93,3 +96,17 @@ def empty_db(server: Server) -> Iterator[Database]:
         yield Database(name, with_dbname(server.url, name))
     finally:
         server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def bouncer(server: Server) -> Iterator[pgbouncer.PgBouncer]:
+    """A real PgBouncer in transaction pooling mode in front of the server, for the whole
+    session (tests/pgbouncer.py); the tests using it are skipped where it is missing."""
+    reason = pgbouncer.unavailable()
+    if reason:
+        pytest.skip(reason)
+    running = pgbouncer.start(server.url, pgbouncer.binary())
+    try:
+        yield running
+    finally:
+        running.stop()
