@@ -172,14 +172,62 @@ return (
     from unnest(tsvector_to_array(to_tsvector(language, coalesce(query_text, '')))) as t (term)
 );
 
+-- Returns how often a document contains a lexeme, read from ts_rank: for a one-lexeme
+-- query on a tsvector without weights, ts_rank is 0.1 * sum(1 / i^2, i = 1 .. tf)
+-- divided by pi^2 / 6, and pi^2 / 6 - sum(1 / i^2, i = 1 .. tf) lies between
+-- 1 / (tf + 1) and 1 / tf, so the floor of its inverse is tf.
+create or replace function pgseek.term_frequency(fts tsvector, lexeme tsquery)
+returns double precision
+language sql
+immutable
+parallel safe
+return floor(1::float8 / greatest(
+    1.6449340668482264::float8 - ts_rank(fts, lexeme) * 16.449340668482264::float8, 1e-3::float8
+));
+
+-- Returns one query term's BM25 contribution to a document's score:
+-- idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len)) with k1 = 1.2, b = 0.75,
+-- written as idf * 2.2 / (1 + k1 * (...) / tf) so tf is computed once. tf is read from
+-- ts_rank (a document without the lexeme gives 0; exact for documents without weights),
+-- len is the number of distinct lexemes; avg_length 0 (never measured) means len = avg.
+create or replace function pgseek.bm25_term(
+    fts tsvector, lexeme tsquery, idf double precision, avg_length double precision
+)
+returns double precision
+language sql
+immutable
+parallel safe
+return coalesce(
+    idf * 2.2::float8 / (
+        1::float8 + 1.2::float8 * (
+            0.25::float8 + 0.75::float8 * coalesce(length(fts) / nullif(avg_length, 0), 1)
+        ) / nullif(pgseek.term_frequency(fts, lexeme), 0)
+    ),
+    0::float8
+);
+
+-- Returns the tsquery matching any of the given ones (NULL for none).
+create or replace function pgseek.or_query(queries tsquery[])
+returns tsquery
+language sql
+immutable
+parallel safe
+return (select string_agg(q.query::text, ' | ')::tsquery from unnest(queries) as q (query));
+
 -- Returns the BM25 keyword candidates for query text, best first, at most depth rows:
 -- id, score, coverage (the share of the query's lexemes the document contains) and
 -- score_bound (the score no document can reach for this query: sum idf(t) * (k1 + 1)).
 -- The text is reduced to its lexemes with to_tsvector (any input is valid: no tsquery
 -- syntax errors; stop words only gives no rows), a document matches any of them, and
--- scores sum idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len)) with
--- k1 = 1.2, b = 0.75, idf from pgseek.text_stats, tf read from ts_rank (exact for
--- documents without weights), and len the number of distinct lexemes.
+-- its score is the sum of pgseek.bm25_term over them, idf from pgseek.text_stats.
+--
+-- Exact top-depth with less work (MaxScore, Turtle and Flood 1995): a term adds at most
+-- idf * (k1 + 1) to a score. A first pass scores the documents containing the query's
+-- rarest terms; when it finds depth of them, the depth-th score theta is a lower bound
+-- for the final depth-th score, so the commonest terms whose bounds sum to less than
+-- theta cannot lift a document that has none of the other terms into the result: the
+-- second pass scores only documents containing one of those other terms. A query of
+-- common words (matching a large share of the table) then touches far fewer rows.
 create or replace function pgseek.text_candidates(
     query_text text, depth integer, filter jsonb default null, language regconfig default 'english'
 )
@@ -191,12 +239,25 @@ stable
 rows 100
 as $$
 declare
-    terms text [] := tsvector_to_array(to_tsvector(language, coalesce(query_text, '')));
-    any_term tsquery := pgseek.any_term_query(query_text, language);
+    terms text [];  -- the query's lexemes, rarest (highest idf) first
+    lexemes tsquery [];
+    idfs double precision [];
+    frequencies bigint [];
     corpus_size double precision;
     avg_length double precision;
+    bound double precision;
+    scored text;  -- the query scoring the documents matching $1, best first
+    rare integer := 0;  -- the first pass's terms: terms[1:rare]
+    seen bigint := 0;
+    theta double precision;
+    found bigint;
+    common integer := 0;  -- terms[n - common + 1:n] cannot make a document by themselves
+    spent double precision := 0;
+    n integer;
 begin
-    if cardinality(terms) = 0 then
+    terms := tsvector_to_array(to_tsvector(language, coalesce(query_text, '')));
+    n := cardinality(terms);
+    if n = 0 then
         return;
     end if;
     select s.documents, s.avg_length into corpus_size, avg_length
@@ -206,34 +267,55 @@ begin
             where c.oid = 'pgseek.documents'::regclass), 1);
         avg_length := 0;
     end if;
-    return query
-    with query_terms as materialized (  -- once, not once per candidate
+    select
+        array_agg(q.term order by q.idf desc, q.term),
+        array_agg(pgseek.lexeme_query(q.term) order by q.idf desc, q.term),
+        array_agg(q.idf order by q.idf desc, q.term),
+        array_agg(q.frequency order by q.idf desc, q.term),
+        sum(q.idf) * 2.2
+    into terms, lexemes, idfs, frequencies, bound
+    from (
         select
-            pgseek.lexeme_query(u.term) as lexeme,
+            u.term,
+            coalesce(s.doc_freq, 0) as frequency,
             ln(1 + (corpus_size - coalesce(s.doc_freq, 1) + 0.5)
                 / (coalesce(s.doc_freq, 1) + 0.5)) as idf
         from unnest(terms) as u (term)
         left join pgseek.text_stats as s on u.term = s.term
-    )
-    select d.id, m.score, m.matched / cardinality(terms), b.bound
-    from pgseek.documents as d
-    cross join lateral (
-        select
-            sum(
-                t.idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * case when avg_length > 0
-                    then length(d.fts) / avg_length else 1 end))
-            )::float8 as score,
-            count(*)::float8 as matched
-        from query_terms as t,
-            lateral (select floor(1 / greatest(
-                1.6449340668482264 - ts_rank(d.fts, t.lexeme) * 16.449340668482264, 1e-3
-            )) as tf) as f
-        where d.fts @@ t.lexeme
-    ) as m
-    cross join (select sum(t.idf * 2.2)::float8 as bound from query_terms as t) as b
-    where d.fts @@ any_term and (filter is null or d.metadata @> filter)
-    order by m.score desc, d.id
-    limit depth;
+    ) as q;
+    scored := format(
+        'select d.id, d.fts, %s as score from pgseek.documents as d '
+        'where d.fts @@ $1 %s order by score desc, d.id limit $5',
+        (select string_agg(format('pgseek.bm25_term(d.fts, $2[%1$s], $3[%1$s], $4)', i), ' + ')
+            from generate_series(1, n) as i),
+        case when filter is not null then 'and d.metadata @> $6' end
+    );
+    -- The first pass: the rarest terms that, by their document frequencies, find depth
+    -- documents; worth it only when some commoner terms are left out.
+    while rare < n and seen < depth loop
+        rare := rare + 1;
+        seen := seen + frequencies[rare];
+    end loop;
+    if rare < n then
+        execute format('select min(c.score), count(*) from (%s) as c', scored)
+        into theta, found
+        using pgseek.or_query(lexemes[1:rare]), lexemes, idfs, avg_length, depth, filter;
+        if found = depth then
+            while common < n - 1 and spent + idfs[n - common] * 2.2 < theta loop
+                spent := spent + idfs[n - common] * 2.2;
+                common := common + 1;
+            end loop;
+        end if;
+        raise debug 'pgseek.text_candidates: first pass over % of % terms found % rows, '
+            'theta %; % commonest terms left out', rare, n, found, theta, common;
+    end if;
+    return query execute format(
+        'select c.id, c.score, (select count(*) from unnest($2) as l (lexeme) '
+        'where c.fts @@ l.lexeme)::float8 / %s, $7 from (%s) as c '
+        'order by c.score desc, c.id',
+        n, scored
+    ) using pgseek.or_query(lexemes[1:n - common]), lexemes, idfs, avg_length, depth, filter,
+        bound;
 end
 $$;
 

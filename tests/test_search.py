@@ -469,3 +469,65 @@ def test_query_text_is_embedded_in_the_database(conn):
     cached = conn.execute("select count(*) from pgseek.query_embeddings").fetchone()[0]
     conn.execute("select * from pgseek.hybrid_search('a pet kitten', k => 3)").fetchall()
     assert conn.execute("select count(*) from pgseek.query_embeddings").fetchone()[0] == cached
+
+
+def test_bm25_candidates_are_exactly_the_best_by_bm25(conn):
+    """text_candidates() skips documents that only contain common query terms when a first
+    pass proves they cannot reach the top (MaxScore): its rows and scores must still be
+    exactly the best `depth` by BM25 over every document, computed here independently
+    from the documents' lexemes (a Zipf-distributed vocabulary, so queries mix rare and
+    common terms, with repeated terms for tf > 1)."""
+    conn.execute("update pgseek.config set embedding_mode = 'off'")
+    rng = random.Random(7)
+    vocabulary = [f"w{i:03d}" for i in range(400)]
+    weights = [1 / (i + 1) for i in range(len(vocabulary))]
+    contents = [
+        " ".join(rng.choices(vocabulary, weights, k=rng.randint(4, 40))) for _ in range(3000)
+    ]
+    with conn.cursor().copy("copy pgseek.documents (content) from stdin") as copy:
+        for content in contents:
+            copy.write_row((content,))
+    conn.execute("select pgseek.refresh_text_stats()")
+    documents, avg_length = conn.execute(
+        "select documents, avg_length from pgseek.text_stats_summary"
+    ).fetchone()
+    doc_freq = dict(conn.execute("select term, doc_freq from pgseek.text_stats").fetchall())
+    frequencies = {
+        id_: dict(zip(lexemes, counts, strict=True))
+        for id_, lexemes, counts in conn.execute(
+            "select id, array_agg(t.lexeme), array_agg(cardinality(t.positions))"
+            " from pgseek.documents, unnest(fts) as t group by id"
+        )
+    }
+
+    def bm25(terms: list[str]) -> dict:
+        idf = {
+            t: math.log(1 + (documents - doc_freq.get(t, 1) + 0.5) / (doc_freq.get(t, 1) + 0.5))
+            for t in terms
+        }
+        scores = {}
+        for id_, tf in frequencies.items():
+            norm = 0.25 + 0.75 * len(tf) / avg_length
+            matched = [t for t in terms if t in tf]
+            if matched:
+                scores[id_] = sum(idf[t] * tf[t] * 2.2 / (tf[t] + 1.2 * norm) for t in matched)
+        return scores
+
+    notices: list[str] = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    conn.execute("set client_min_messages = debug1")
+    queries = ["w000 w350", "w001 w002 w120", "w000 w001 w002 w003", "w390 w399 w000 w005"]
+    for query in queries:
+        for depth in (5, 50):
+            rows = conn.execute(
+                "select id, score from pgseek.text_candidates(%s, %s)", (query, depth)
+            ).fetchall()
+            scores = bm25(query.split())
+            best = sorted(scores, key=lambda i: (-scores[i], str(i)))[:depth]
+            assert [r[0] for r in rows] == best, query
+            assert [r[1] for r in rows] == pytest.approx([scores[i] for i in best], rel=1e-9)
+    conn.execute("reset client_min_messages")
+    # the first pass did leave terms out (else this test would not test the pruning)
+    assert any(
+        n.endswith(("1 commonest terms left out", "2 commonest terms left out")) for n in notices
+    ), notices
