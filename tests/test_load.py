@@ -1,0 +1,48 @@
+"""A short mixed load (scripts/load.py): concurrent searches, writes through the
+embedding queue, a queue worker and purges, driven by pgbench, directly and through a
+real PgBouncer in transaction pooling mode; then nothing may be lost and no client may
+have failed. `make reliability` runs the long version and reports its figures."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from pgtest import ROOT, as_url
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import load  # scripts/load.py
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("via", ["direct", "pgbouncer"])
+def test_mixed_load_loses_nothing(server, via):
+    if via == "pgbouncer":
+        reason = load.pgbouncer.unavailable()
+        if reason:
+            pytest.skip(reason)
+    name = f"pgseek_test_load_{via}"
+    try:
+        result = load.run(
+            as_url(server.url), via, seconds=12, clients=3, writer_rate=5, dbname=name
+        )
+    finally:
+        server.drop_database(name)
+    print("\n".join(load.summary(result)))
+    assert result["errors"] == 0, result["pgbench"]
+    assert result["checks"]["lost"] == dict.fromkeys(result["checks"]["lost"], 0)
+    operations = {
+        name: op
+        for group in ("readers", "writers", "worker")
+        for name, op in result["pgbench"][group]["operations"].items()
+    }
+    # every kind of operation ran, and the writes reached the database and the model
+    assert all(op["count"] > 0 for op in operations.values()), operations
+    checks = result["checks"]
+    assert checks["inserted"] > 0 and checks["updated"] > 0 and checks["deleted"] > 0
+    assert checks["states_of_inserted_rows"].get("embedded", 0) == (
+        checks["inserted"] - checks["inserted_expired"]
+    )
+    assert result["purge"]["rows"] >= load.SEED_EXPIRED + checks["inserted_expired"]
