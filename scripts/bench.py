@@ -11,7 +11,10 @@ on DATABASE_URL's server (pgseek_bench*), reusing generated data where it can:
   quality    retrieval quality on the BEIR corpus (scripts/evaluate.py)
   ingest     in-database embedding throughput, COPY, query embedding, model memory
   retention  purge throughput and hybrid_search p95 before and during a large purge
-  scale      latency and memory from 10K to 1M vectors
+  scale      latency and memory from 10K to 1M vectors (IVFFlat only at 1M)
+
+results.json is written after every section, so a failure keeps the measurements made;
+each section's figures name the command that measured them.
 
 Usage: bench.py [--quick] [--only SECTIONS] [--corpus DIR] [--out DIR]
 """
@@ -25,6 +28,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchdb import connect, machine
@@ -55,7 +59,16 @@ def write_report(ctx: Context, results: dict, modules: dict) -> None:
     for name in results["sections"]:
         module = modules[name]
         lines += [f"## {module.TITLE}", ""]
-        lines += module.report(results[name], ctx)
+        # figures name the command that measured their section, not this run's
+        measured_by = replace(ctx, command=results.get("commands", {}).get(name, ctx.command))
+        try:
+            lines += module.report(results[name], measured_by)
+        except (KeyError, TypeError, IndexError) as error:  # kept from an older version
+            log(f"cannot report the kept figures of {name} ({error!r}): re-run it")
+            lines += [
+                f"The figures kept for this section come from an older version of it; "
+                f"re-run it: `make bench ONLY={name}`.",
+            ]
         lines.append("")
     lines += [
         "Reproduce: `make db-up && make bench` (`QUICK=1` for a smoke run, `ONLY=search,ingest`",
@@ -63,7 +76,6 @@ def write_report(ctx: Context, results: dict, modules: dict) -> None:
         "",
     ]
     (ctx.out / "report.md").write_text("\n".join(lines))
-    (ctx.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     log(f"wrote {ctx.out / 'report.md'}")
 
 
@@ -94,7 +106,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     modules = {s: importlib.import_module(f"bench_{s}") for s in known}
 
-    results: dict = {"sections": [], "seconds": {}, "rerun": []}
+    results: dict = {"sections": [], "seconds": {}, "commands": {}, "rerun": []}
     previous = args.out / "results.json"
     if args.only and previous.exists():  # keep the other sections' figures
         old = json.loads(previous.read_text())
@@ -110,7 +122,10 @@ def main() -> None:
         started = time.monotonic()
         results[name] = modules[name].run(ctx)
         results["seconds"][name] = time.monotonic() - started
-    results["sections"] = [s for s in known if s in results]
+        results.setdefault("commands", {})[name] = command
+        # saved after each section, so that a later failure keeps its measurements
+        results["sections"] = [s for s in known if s in results]
+        (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     write_report(ctx, results, modules)
 
 

@@ -18,7 +18,7 @@ import threading
 import time
 
 from benchdb import connect, create_database
-from benchlib import Context, copy_vectors, log, query_vectors, summary, vector_literal
+from benchlib import Context, copy_vectors, log, summary, vector_literal
 
 TITLE = "Retention: purging while searching"
 DB = "pgseek_bench_retention"
@@ -81,7 +81,7 @@ def run(ctx: Context) -> dict:
     live, expired = (1000, 20_000) if ctx.quick else (5000, 1_000_000)
     url = create_database(ctx.server_url, DB)
     texts = load(ctx, url, live, expired)
-    vectors = [vector_literal(v) for v in query_vectors(ctx.real_vectors(), 200)]
+    vectors = [vector_literal(v) for v in ctx.corpus_set().query_vectors]
     with connect(url) as conn:
         live = conn.execute("select count(*) from pgseek.documents").fetchone()[0] - expired
         table_mb = conn.execute(
