@@ -11,7 +11,7 @@ DB_URL = $(or $(DATABASE_URL),$(shell scripts/cluster.sh url 2>/dev/null))
 export PGSEEK_PG_MAJOR ?= 15
 
 .PHONY: help demo install db-up db-down db-status db-url psql migrate rollback migrate-status \
-	migrate-sql migrations-freeze vector-index test lint bench eval clean
+	migrate-sql migrations-freeze vector-index test lint bench eval load reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -60,11 +60,14 @@ migrations-freeze: ## record new revisions as released in migrations/frozen.txt
 vector-index: ## (re)build the vector index that pgseek.config asks for, concurrently
 	@DATABASE_URL="$(DB_URL)" $(PY) scripts/migrate.py vector-index
 
-lint: ## sqlfluff (postgres dialect) over SQL, ruff over Python, frozen migrations
+lint: ## sqlfluff, pgspot and squawk over SQL, ruff over Python, frozen migrations
 	@$(VENV)/bin/sqlfluff lint --disable-progress-bar sql migrations/versions
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 	@$(PY) scripts/migrate.py freeze --check
+	@$(PY) scripts/pgspot_check.py
+	@$(VENV)/bin/squawk --reporter gcc migrations/versions/*.sql
+	@$(VENV)/bin/hadolint Dockerfile docker/pgbouncer/Dockerfile
 
 test: lint ## lint, then the whole test suite against a real cluster
 	@scripts/install.sh --plpython-only
@@ -74,8 +77,15 @@ bench: ## benchmarks -> bench/report.md (QUICK=1 smoke run, ONLY=a,b sections, C
 	@DATABASE_URL="$(DB_URL)" $(PY) scripts/bench.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) \
 		$(if $(CORPUS),--corpus $(CORPUS))
 
+reliability: ## bad input, injection and fault tests -> RELIABILITY.md (QUICK=1: fewer examples)
+	@scripts/install.sh --plpython-only
+	@$(PY) scripts/reliability.py $(if $(QUICK),--quick)
+
 eval: ## retrieval quality on dbpedia-entity-5k -> bench/eval.md (CORPUS=dir)
 	@DATABASE_URL="$(DB_URL)" $(PY) scripts/evaluate.py $(if $(CORPUS),--corpus $(CORPUS))
+
+load: ## mixed load with pgbench, direct and through PgBouncer, then a lost-rows check (DURATION=60 CLIENTS=8)
+	@DATABASE_URL="$(DB_URL)" $(PY) scripts/load.py --seconds $(or $(DURATION),60) --clients $(or $(CLIENTS),8)
 
 clean: ## stop and delete the embedded cluster, build files and .venv
 	@scripts/cluster.sh destroy

@@ -338,6 +338,18 @@ def is_read_only() -> bool:
     return bool(context._proxy.context_opts.get("dont_mutate", False))
 
 
+def show_notice(diagnostic) -> None:
+    """Server NOTICEs and WARNINGs reach the person migrating (roles kept by a downgrade,
+    pg_cron not created in this database, a schema anyone may write to), except the
+    "already exists, skipping" kind that idempotent DDL produces on every run."""
+    message = diagnostic.message_primary or ""
+    if message.endswith(", skipping"):
+        return
+    print(f"migrate: {diagnostic.severity}: {message}", file=sys.stderr)
+    if diagnostic.message_hint:
+        print(f"migrate: HINT: {diagnostic.message_hint}", file=sys.stderr)
+
+
 def run_online() -> None:
     engine = create_engine(
         database_url(),
@@ -346,6 +358,7 @@ def run_online() -> None:
     )
     script = ScriptDirectory.from_config(config)
     with engine.connect() as connection:
+        connection.connection.driver_connection.add_notice_handler(show_notice)
         if is_read_only():
             context.configure(connection=connection, version_table_schema=META_SCHEMA)
             with context.begin_transaction():

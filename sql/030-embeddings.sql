@@ -1,6 +1,8 @@
 -- In-database embeddings: the SQL face of plpython/pgseek (thin wrappers).
 -- The embedding functions are SECURITY DEFINER for one reason: they read the provider
 -- API key from pgseek.provider_secrets, which no caller may read. They never return it.
+-- (They also write the query-embedding cache and the worker's vectors, which callers
+-- may not write either.) Each pins search_path (sql/990 adds pgvector's schema).
 
 -- Returns the embedding of query text with the current model, through the
 -- query-embedding cache (a repeated query does not run the model). NULL gives NULL.
@@ -10,6 +12,7 @@ language plpython3u
 volatile
 strict
 security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 import sys
 if "/usr/local/lib/pgseek/python" not in sys.path:
@@ -27,6 +30,7 @@ language plpython3u
 volatile
 strict
 security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 import sys
 if "/usr/local/lib/pgseek/python" not in sys.path:
@@ -47,6 +51,7 @@ language plpython3u
 volatile
 strict
 security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 import sys
 if "/usr/local/lib/pgseek/python" not in sys.path:
@@ -65,6 +70,7 @@ returns integer
 language plpython3u
 volatile
 security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 import sys
 if "/usr/local/lib/pgseek/python" not in sys.path:
@@ -89,6 +95,7 @@ begin
         raise exception 'max_seconds must be between 0 and 3600, got %', max_seconds
         using errcode = 'invalid_parameter_value';
     end if;
+    perform pgseek.require_primary('pgseek.run_embedding_worker()');
     deadline := pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => max_seconds);
     loop
         embedded := pgseek.process_embedding_queue(batch_size);
@@ -104,11 +111,13 @@ end
 $$;
 
 -- Stores the API key of a remote provider ('openai'). Callers cannot read it back.
+-- SECURITY DEFINER: provider_secrets has no grant at all (pgseek_admin may call this).
 create or replace function pgseek.set_api_key(provider text, api_key text)
 returns void
 language plpgsql
 volatile
 security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 begin
     if provider is distinct from 'openai' then
@@ -172,12 +181,23 @@ begin
         raise exception 'metadata must be a JSON object, not %', coalesce(jsonb_typeof(metadata), 'NULL')
         using errcode = 'invalid_parameter_value';
     end if;
+    -- Checked here too: NULL would otherwise fail the sources insert (23502), not name it.
+    if chunk_tokens is null or overlap_tokens is null then
+        raise exception 'chunk_tokens and overlap_tokens must not be NULL'
+        using errcode = 'invalid_parameter_value';
+    end if;
     insert into pgseek.sources (content, metadata, chunk_tokens, overlap_tokens)
     values (ingest.content, ingest.metadata, ingest.chunk_tokens, ingest.overlap_tokens)
     returning id into source_id;
     insert into pgseek.documents (content, metadata, source_id, chunk_index)
     select c.chunk, ingest.metadata, source_id, c.chunk_index
     from pgseek.chunk_text(ingest.content, ingest.chunk_tokens, ingest.overlap_tokens) as c;
+    -- Text of separators only (control, zero-width characters) has no chunks: refuse it
+    -- rather than store a source that nothing can find.
+    if not found then
+        raise exception 'content has no words to index (only spaces, control or zero-width characters)'
+        using errcode = 'invalid_parameter_value';
+    end if;
     return source_id;
 end
 $$;

@@ -36,11 +36,15 @@ for each row execute function pgseek.documents_embed_sync();
 
 -- Trigger function: queues inserted rows that have no embedding (a client that
 -- inserts its own vectors skips the queue), and, during a model change, every
--- inserted row for the next model.
+-- inserted row for the next model. SECURITY DEFINER, like the next one: writers get
+-- no access to the queue and dead-letter tables, whose content hashes and errors
+-- concern every tenant's documents; these two only act on the rows being written.
 create or replace function pgseek.documents_queue_inserted()
 returns trigger
 language plpgsql
 volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 declare
     c pgseek.config;
@@ -67,11 +71,13 @@ for each statement execute function pgseek.documents_queue_inserted();
 
 -- Trigger function: queues rows whose text changed (content_hash differs); updates of
 -- metadata alone, or of a vector the client supplies with its text, queue nothing.
--- Dead letters for the old text are obsolete and removed.
+-- Dead letters for the old text are obsolete and removed. SECURITY DEFINER: see above.
 create or replace function pgseek.documents_queue_updated()
 returns trigger
 language plpgsql
 volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 declare
     c pgseek.config;

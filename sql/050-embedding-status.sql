@@ -97,7 +97,9 @@ select * from pgseek.embedding_status_report();
 comment on view pgseek.embedding_status is
 'Embedding pipeline health: depth, age, failures, throughput (docs/s of model time).';
 
--- Dead-lettered documents with their error and the start of their text.
+-- Dead-lettered documents with their error and the start of their text. A view binds
+-- its functions and operators when created: qualified, so the migrating session's
+-- search_path cannot substitute others.
 create or replace view pgseek.embedding_failures as
 select
     f.document_id,
@@ -106,6 +108,6 @@ select
     f.error,
     f.first_queued_at,
     f.failed_at,
-    left(d.content, 80) as content_start
+    pg_catalog.left(d.content, 80) as content_start
 from pgseek.embedding_dead_letter as f
-inner join pgseek.documents as d on f.document_id = d.id;
+inner join pgseek.documents as d on f.document_id operator (pg_catalog.=) d.id;

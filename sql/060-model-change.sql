@@ -18,8 +18,14 @@ if "/usr/local/lib/pgseek/python" not in sys.path:
     sys.path.insert(0, "/usr/local/lib/pgseek/python")
 from pgseek.embeddings.errors import EmbeddingConfigError
 from pgseek.embeddings.registry import get_provider
+value = json.loads(config)
+if not isinstance(value, dict):  # get_provider would fail with a bare TypeError (38000)
+    kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+    plpy.error(f"config must be a JSON object, not {kind}", sqlstate="22023")
 try:
-    get_provider(json.loads(config))
+    get_provider(value)
 except EmbeddingConfigError as exc:
     plpy.error(str(exc), sqlstate="22023")
 $$;
@@ -74,10 +80,14 @@ $$;
 
 -- Makes the next model the current one once every document has its new vector and its
 -- index is built; returns a summary. Fails, changing nothing, while work remains.
+-- SECURITY DEFINER: it renames and drops columns of pgseek.documents, which only the
+-- table's owner may (pgseek_admin may call it); and it must see every tenant's rows.
 create or replace function pgseek.finish_model_change()
 returns text
 language plpgsql
 volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 declare
     c pgseek.config;

@@ -1,6 +1,10 @@
 -- pgseek's pg_cron jobs, all named 'pgseek-...'. pg_cron lives in one database per
 -- server (cron.database_name); where that is not pgseek's, these functions explain how
 -- to schedule from there, and the rest of pgseek works without them.
+-- The functions pgseek_admin calls (jobs, schedule_jobs, pause_job, resume_job,
+-- unschedule_job) are SECURITY DEFINER: pg_cron shows and lets a role change only its
+-- own jobs, and pgseek's jobs belong to the role that installed pgseek (they run as it).
+-- They only ever touch jobs named 'pgseek-...' of this database, with fixed commands.
 
 -- Raises a clear error when pg_cron is not installed in this database.
 create or replace function pgseek.require_pg_cron()
@@ -23,7 +27,26 @@ begin
 end
 $$;
 
--- Lists pgseek's jobs with their last run.
+-- Raises 25006 (read_only_sql_transaction) naming the action when this server is a
+-- standby: pg_cron runs jobs on the primary only, and jobs and the work they do are
+-- changes that only the primary can make (they reach standbys by replication).
+create or replace function pgseek.require_primary(action text)
+returns void
+language plpgsql
+volatile  -- pg_is_in_recovery() changes at promotion
+as $$
+begin
+    if pg_catalog.pg_is_in_recovery() then
+        raise exception '% cannot run on a standby: this server is in recovery', action
+        using errcode = 'read_only_sql_transaction',
+        hint = 'Run it on the primary. pg_cron runs pgseek''s jobs on the primary only; '
+            'their effects reach this standby through replication.';
+    end if;
+end
+$$;
+
+-- Lists pgseek's jobs with their last run (on a standby: the primary's jobs and runs,
+-- replicated, with a notice that they run there).
 create or replace function pgseek.jobs()
 returns table (
     job_name text,
@@ -36,9 +59,15 @@ returns table (
 )
 language plpgsql
 stable
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 begin
     perform pgseek.require_pg_cron();
+    if pg_catalog.pg_is_in_recovery() then
+        raise notice 'this server is a standby: pg_cron runs these jobs on the primary only '
+            '(the runs listed are the primary''s, replicated)';
+    end if;
     return query
     select
         j.jobname::text, j.schedule, j.command, j.active, r.status, r.start_time,
@@ -65,9 +94,12 @@ create or replace function pgseek.schedule_jobs()
 returns table (job_name text, schedule text, active boolean)
 language plpgsql
 volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 begin
     perform pgseek.require_pg_cron();
+    perform pgseek.require_primary('pgseek.schedule_jobs()');
     perform cron.schedule(
         'pgseek-embedding-worker', '* * * * *', 'call pgseek.run_embedding_worker(50)'
     );
@@ -93,7 +125,8 @@ declare
 begin
     perform pgseek.require_pg_cron();
     select j.jobid into id from cron.job as j
-    where j.jobname = job_id.job_name and j.database = current_database();
+    where j.jobname = job_id.job_name and j.jobname like 'pgseek-%'
+        and j.database = current_database();
     if id is null then
         raise exception 'no pgseek job named %', coalesce(quote_literal(job_name), 'NULL')
         using errcode = 'undefined_object', hint = 'select * from pgseek.jobs()';
@@ -103,13 +136,18 @@ end
 $$;
 
 -- Pause, resume and remove one of pgseek's jobs by name (plpgsql: pg_cron's functions
--- are looked up when called, so these exist, and explain, where pg_cron does not).
+-- are looked up when called, so these exist, and explain, where pg_cron does not; the
+-- check comes first, as planning a statement naming cron.* fails without the schema).
 create or replace function pgseek.pause_job(job_name text)
 returns void
 language plpgsql
 volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 begin
+    perform pgseek.require_primary('pgseek.pause_job()');
+    perform pgseek.require_pg_cron();  -- before cron.* is planned: 0A000, not 3F000
     perform cron.alter_job(pgseek.job_id(job_name), active => false);
 end
 $$;
@@ -118,8 +156,12 @@ create or replace function pgseek.resume_job(job_name text)
 returns void
 language plpgsql
 volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 begin
+    perform pgseek.require_primary('pgseek.resume_job()');
+    perform pgseek.require_pg_cron();  -- before cron.* is planned: 0A000, not 3F000
     perform cron.alter_job(pgseek.job_id(job_name), active => true);
 end
 $$;
@@ -128,8 +170,12 @@ create or replace function pgseek.unschedule_job(job_name text)
 returns void
 language plpgsql
 volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 begin
+    perform pgseek.require_primary('pgseek.unschedule_job()');
+    perform pgseek.require_pg_cron();  -- before cron.* is planned: 0A000, not 3F000
     perform cron.unschedule(pgseek.job_id(job_name));
 end
 $$;

@@ -57,6 +57,7 @@ begin
         metric in ('cosine', 'l2', 'inner_product'),
         format('metric must be cosine, l2 or inner_product, not %s', coalesce(metric, 'NULL'))
     );
+    perform pgseek.check_argument(query_embedding is not null, 'query_embedding must not be NULL');
     perform pgseek.check_argument(
         vector_dims(query_embedding) = c.embedding_dimensions,
         format('query_embedding has %s dimensions, the documents have %s',
@@ -65,6 +66,13 @@ begin
     perform pgseek.check_argument(
         metric <> 'cosine' or vector_norm(query_embedding) > 0,
         'query_embedding is a zero vector: cosine similarity is undefined for it'
+    );
+    -- pgvector sums squares in single precision: beyond these norms they overflow or
+    -- underflow and distances come out wrong (a cosine of 0 or 1) without an error.
+    perform pgseek.check_argument(
+        vector_norm(query_embedding) = 0 or vector_norm(query_embedding) between 1e-18 and 1e18,
+        format('query_embedding has norm %s: it must be between 1e-18 and 1e18 '
+            '(normalize it)', vector_norm(query_embedding))
     );
     operator := case metric when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end;
     -- Without an index for this metric every search is exact.
@@ -261,7 +269,8 @@ begin
         return;
     end if;
     select s.documents, s.avg_length into corpus_size, avg_length
-    from pgseek.text_stats_summary as s;
+    from pgseek.text_stats_summary as s
+    where s.tenant = (select pgseek.stats_tenant());
     if corpus_size is null or corpus_size = 0 then  -- never refreshed: estimate
         corpus_size := greatest((select c.reltuples from pg_catalog.pg_class as c
             where c.oid = 'pgseek.documents'::regclass), 1);
@@ -281,7 +290,8 @@ begin
             ln(1 + (corpus_size - coalesce(s.doc_freq, 1) + 0.5)
                 / (coalesce(s.doc_freq, 1) + 0.5)) as idf
         from unnest(terms) as u (term)
-        left join pgseek.text_stats as s on u.term = s.term
+        left join pgseek.text_stats as s
+            on u.term = s.term and s.tenant = (select pgseek.stats_tenant())
     ) as q;
     scored := format(
         'select d.id, d.fts, %s as score from pgseek.documents as d '
@@ -448,6 +458,11 @@ begin
     perform pgseek.check_argument(has_text or (query_embedding is not null and mode <> 'text'),
         'query_text must not be empty (or pass query_embedding for a vector search)');
     depth := greatest(coalesce(candidates, greatest(100, 2 * k)), k);
+    -- Text mode runs no vector search, but a query vector still gives vector_similarity:
+    -- the same checks (dimensions, zero, norm), or it comes out NaN.
+    if mode = 'text' and query_embedding is not null then
+        perform pgseek.vector_search_plan(query_embedding, metric, null);
+    end if;
     if mode <> 'text' and query_embedding is null then
         query_embedding := pgseek.embed(query_text);
     end if;
@@ -549,6 +564,8 @@ $$;
 -- Recomputes pgseek.text_stats (documents per lexeme) and the corpus summary that
 -- BM25 reads; returns the number of lexemes. The pg_cron job pgseek-text-stats runs it
 -- hourly; run it after a bulk load. Readers keep the old statistics until it commits.
+-- Statistics of every document are kept under tenant ''; with tenants enabled
+-- (sql/095-tenants.sql), each tenant also gets statistics of its own documents.
 create or replace function pgseek.refresh_text_stats()
 returns bigint
 language plpgsql
@@ -556,16 +573,31 @@ volatile
 as $$
 declare
     terms bigint;
+    tenant_name text;
 begin
     perform pg_advisory_xact_lock(hashtextextended('pgseek.refresh_text_stats', 0));
     delete from pgseek.text_stats;
-    insert into pgseek.text_stats (term, doc_freq)
-    select s.word, s.ndoc from ts_stat('select fts from pgseek.documents') as s;
+    insert into pgseek.text_stats (tenant, term, doc_freq)
+    select '', s.word, s.ndoc from ts_stat('select fts from pgseek.documents') as s;
     get diagnostics terms = row_count;
-    update pgseek.text_stats_summary set
-        documents = (select count(*) from pgseek.documents),
-        avg_length = coalesce((select avg(length(d.fts)) from pgseek.documents as d), 0),
-        refreshed_at = now();
+    delete from pgseek.text_stats_summary;
+    insert into pgseek.text_stats_summary (tenant, documents, avg_length, refreshed_at)
+    select '', count(*), coalesce(avg(length(d.fts)), 0), now() from pgseek.documents as d;
+    if pgseek.tenants_enabled() then
+        for tenant_name in
+            select distinct d.tenant from pgseek.documents as d where d.tenant is not null
+        loop
+            insert into pgseek.text_stats (tenant, term, doc_freq)
+            select tenant_name, s.word, s.ndoc
+            from ts_stat(format('select fts from pgseek.documents where tenant = %L', tenant_name))
+                as s;
+        end loop;
+        insert into pgseek.text_stats_summary (tenant, documents, avg_length, refreshed_at)
+        select d.tenant, count(*), coalesce(avg(length(d.fts)), 0), now()
+        from pgseek.documents as d
+        where d.tenant is not null
+        group by d.tenant;
+    end if;
     return terms;
 end
 $$;

@@ -60,10 +60,14 @@ return pg_catalog.to_char(
 -- rows, and compact GIN and btree indexes, while searches and writes go on) and the
 -- job pgseek-maintenance, which runs advance_maintenance() every minute and follows up
 -- with a vacuum. Returns the status recorded in purge_log.maintenance.
+-- SECURITY DEFINER: an admin's purge_expired() schedules these jobs, which must belong
+-- to (and run as) the role that owns pgseek.documents; the commands are fixed.
 create or replace function pgseek.schedule_purge_maintenance()
 returns text
 language plpgsql
 volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
 as $$
 declare
     busy bigint;
@@ -197,6 +201,7 @@ declare
     run_advice text;
     run_maintenance text;
 begin
+    perform pgseek.require_primary('pgseek.purge_expired()');
     select * into strict c from pgseek.config;
     batch_size := coalesce(batch_size, c.purge_batch_size);
     time_budget := coalesce(time_budget, c.purge_time_budget);
@@ -245,17 +250,17 @@ begin
             if pg_catalog.clock_timestamp() > started + time_budget then
                 run_status := 'time budget reached';
                 policy_counts := policy_counts
-                    || pg_catalog.jsonb_build_object(policy.id::text, policy_deleted);
+                    || pg_catalog.jsonb_build_object(policy.id::pg_catalog.text, policy_deleted);
                 exit policies;
             end if;
         end loop;
         policy_counts := policy_counts
-            || pg_catalog.jsonb_build_object(policy.id::text, policy_deleted);
+            || pg_catalog.jsonb_build_object(policy.id::pg_catalog.text, policy_deleted);
     end loop;
     delete from pgseek.query_embeddings as q where q.last_used_at < started - c.query_cache_keep;
     delete from pgseek.purge_log as l where l.started_at < started - c.purge_log_keep;
     if purge_expired.deleted > 0 then
-        documents_left := (select count(*) from pgseek.documents);
+        documents_left := (select pg_catalog.count(*) from pgseek.documents);
         share := purge_expired.deleted / (documents_left + purge_expired.deleted);
         if share > coalesce(c.maintenance_after_purge_share, 0.1) then
             run_advice := pg_catalog.format('%s%% of the documents were deleted: rebuild the '

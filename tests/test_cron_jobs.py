@@ -11,8 +11,11 @@ from pgtest import run_migrate, with_dbname
 
 
 @pytest.fixture(scope="module")
-def cron_conn(server):
-    """The cron database (cron.database_name) of a cluster this session started, migrated."""
+def cron_conn(server, template_db):  # noqa: ARG001 (after it: see below)
+    """The cron database (cron.database_name) of a cluster this session started, migrated.
+    After the template database: migrating it changes many catalog entries at once, and
+    pg_cron 1.4 can miss job changes made while that churn overflows the shared
+    invalidation queue (citusdata/pg_cron#362), so it happens before any job changes."""
     if not server.owned:
         pytest.skip("runs only on the test session's own cluster (it migrates the cron database)")
     result = run_migrate(with_dbname(server.url, server.cron_database), "upgrade")
