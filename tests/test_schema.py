@@ -258,12 +258,38 @@ def test_more_than_2000_dimensions_explains_the_limit(conn):
 
 
 def test_functions_pin_search_path(conn):
+    """Functions whose bodies are parsed when they run pin search_path; SQL-standard
+    bodies (RETURN, BEGIN ATOMIC) were parsed when created and must not: a SET clause
+    would keep PostgreSQL from inlining them into the calling query."""
     unpinned = conn.execute(
         "select p.proname from pg_proc p where p.pronamespace = 'pgseek'::regnamespace"
-        " and p.prokind = 'f'"
+        " and p.prokind = 'f' and p.prosqlbody is null"
         " and not exists (select from unnest(p.proconfig) c where c like 'search_path=%%')"
     ).fetchall()
     assert unpinned == []
+    pinned_standard = conn.execute(
+        "select p.proname from pg_proc p where p.pronamespace = 'pgseek'::regnamespace"
+        " and p.prosqlbody is not null and p.proconfig is not null"
+    ).fetchall()
+    assert pinned_standard == []
+
+
+def test_sql_standard_bodies_are_inlined_and_ignore_the_callers_path(conn):
+    """pgseek.similarity, called once per candidate row, folds into the query, and a
+    hostile search_path cannot redirect what the parsed bodies call."""
+    plan = conn.execute(
+        "explain (verbose, costs off) select pgseek.similarity(0.25::float8, 'cosine')"
+    ).fetchall()
+    assert "0.75" in plan[-1][0] and "similarity" not in plan[-1][0], plan
+    conn.execute("create schema evil")
+    conn.execute(
+        "create function evil.ts_rank(tsvector, tsquery) returns real language sql return 1000"
+    )
+    conn.execute("set search_path = evil, pg_catalog")
+    tf = conn.execute(
+        "select pgseek.term_frequency(to_tsvector('simple', 'a b a'), 'a'::tsquery)"
+    ).fetchone()[0]
+    assert tf == 2
 
 
 def test_trigger_works_with_a_hostile_search_path(conn):
@@ -273,3 +299,21 @@ def test_trigger_works_with_a_hostile_search_path(conn):
         conn.execute(
             "insert into pgseek.documents (content, embedding) values ('x', '[1,2]'::public.vector)"
         )
+
+
+def test_vectors_are_stored_inline(conn):
+    """A 384-d vector with a passage and its tsvector (about 2.5 kB) stays in the heap
+    row: without toast_tuple_target the vector (EXTERNAL storage) would go to TOAST and
+    every exact scan would fetch it from there (migration 0009)."""
+    conn.execute("update pgseek.config set embedding_mode = 'off'")
+    conn.execute(
+        "insert into pgseek.documents (content, embedding)"
+        " select string_agg('passage' || i, ' '), array_fill(0.5, array[384])::vector"
+        " from generate_series(1, 80) as i"
+    )
+    row_size = conn.execute("select pg_column_size(d.*) from pgseek.documents as d").fetchone()[0]
+    assert row_size > 2100  # past the default TOAST threshold
+    toast = conn.execute(
+        "select reltoastrelid::regclass from pg_class where oid = 'pgseek.documents'::regclass"
+    ).fetchone()[0]
+    assert conn.execute(f"select count(*) from {toast}").fetchone()[0] == 0
