@@ -3,6 +3,9 @@
 # pg_cron preloaded, and migrations applied when the container initialises its data.
 FROM postgres:15-bookworm
 
+# Unpinned on purpose: the PGDG repository keeps only the newest build of each package,
+# so exact versions stop resolving within weeks; the base image's major (15) is the pin.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         postgresql-15-pgvector postgresql-15-cron postgresql-plpython3-15 \
@@ -24,8 +27,10 @@ COPY scripts/migrate.py /opt/pgseek/scripts/
 COPY docker/initdb-pgseek.sh /docker-entrypoint-initdb.d/50-pgseek.sh
 
 ENV POSTGRES_DB=pgseek
+# track_functions = pl: search calls and latency for monitoring (pgseek_function_*).
 CMD ["postgres", \
     "-c", "shared_preload_libraries=pg_cron", \
     "-c", "cron.database_name=pgseek", \
     "-c", "cron.use_background_workers=on", \
-    "-c", "max_worker_processes=32"]
+    "-c", "max_worker_processes=32", \
+    "-c", "track_functions=pl"]

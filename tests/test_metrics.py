@@ -1,0 +1,514 @@
+"""Monitoring: the real prometheus-postgres-exporter (the Debian package) started with
+monitoring/postgres-exporter-queries.yaml against a test database, logging in as a role
+that has nothing but pg_monitor; /metrics is read over HTTP after real activity
+(embedding through a stub provider that then fails into dead letters, a queue left
+waiting, a purge, searches) and every pgseek value is checked against the database.
+The Grafana dashboard is checked to use only metrics the queries file defines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from psycopg.conninfo import conninfo_to_dict
+
+from openai_stub import OpenAIStub, stub_vector
+from pgtest import ROOT, Database, Server, free_port, run_migrate, with_dbname
+
+EXPORTER = os.environ.get("PGSEEK_POSTGRES_EXPORTER", "/usr/bin/prometheus-postgres-exporter")
+QUERIES = ROOT / "monitoring" / "postgres-exporter-queries.yaml"
+DASHBOARD = ROOT / "monitoring" / "grafana-dashboard.json"
+
+
+def defined_metrics() -> dict[str, str]:
+    """Metric name -> usage (GAUGE, COUNTER) for every metric the queries file defines."""
+    names = {}
+    for namespace, group in yaml.safe_load(QUERIES.read_text()).items():
+        for column in group["metrics"]:
+            ((name, spec),) = column.items()
+            if spec["usage"] != "LABEL":
+                names[f"{namespace}_{name}"] = spec["usage"]
+    return names
+
+
+# --- the queries file and the dashboard, without a database --------------------------
+
+
+def test_every_query_selects_exactly_the_columns_it_maps():
+    for namespace, group in yaml.safe_load(QUERIES.read_text()).items():
+        selected = re.match(r"select (.*?) from ", group["query"], re.S).group(1)
+        columns = [c.strip() for c in selected.split(",")]
+        mapped = [next(iter(m)) for m in group["metrics"]]
+        assert columns == mapped, namespace
+        assert group["master"] is True, namespace  # pgseek lives in one database
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            exprs.append(target["expr"])
+    return exprs
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (identifiers not followed by '(' and
+    not inside braces or label lists)."""
+    without_labels = re.sub(r"\{[^}]*\}", "", expr)
+    without_grouping = re.sub(r"\b(by|without)\s*\([^)]*\)", "", without_labels)
+    without_ranges = re.sub(r"\[[^\]]*\]", "", without_grouping)
+    return {
+        m.group(1)
+        for m in re.finditer(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()", without_ranges)
+        if not re.fullmatch(r"\d+|e\d+|bool|on|ignoring|group_left|group_right|offset", m.group(1))
+    }
+
+
+def test_the_dashboard_uses_only_metrics_the_queries_file_defines():
+    defined = defined_metrics()
+    exprs = dashboard_expressions()
+    assert exprs
+    used = set().union(*(metric_names_in(e) for e in exprs))
+    assert used <= set(defined), sorted(used - set(defined))
+    # counters are read with rate() or increase(), gauges never are
+    for expr in exprs:
+        for name in metric_names_in(expr):
+            in_rate = re.search(rf"(rate|increase)\(\s*{name}\b", expr) is not None
+            assert in_rate == (defined[name] == "COUNTER"), (name, expr)
+    # and every pgseek metric has a panel: nothing defined is left unused
+    assert set(defined) <= used, sorted(set(defined) - used)
+
+
+def test_the_dashboard_is_importable_with_a_prometheus_data_source():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert [i["pluginId"] for i in dashboard["__inputs"]] == ["prometheus"]
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${DS_PROMETHEUS}", panel["title"]
+    for variable in dashboard["templating"]["list"]:
+        metric = re.fullmatch(r"label_values\((\w+), instance\)", variable["definition"])
+        assert metric and metric.group(1) in defined_metrics(), variable
+
+
+def test_the_metric_name_parser_finds_names_and_skips_functions_and_labels():
+    expr = (
+        'sum by (function_name) (rate(pgseek_function_seconds_total{function_name="x"}[5m]))'
+        " / clamp_min(rate(pgseek_function_calls_total[5m]), 1e-9) > bool 0"
+    )
+    assert metric_names_in(expr) == {"pgseek_function_seconds_total", "pgseek_function_calls_total"}
+
+
+# --- the real exporter ---------------------------------------------------------------
+
+
+@dataclass
+class Exporter:
+    port: int
+    process: subprocess.Popen
+    directory: Path
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
+            return r.read().decode()
+
+    def log(self) -> str:
+        return (self.directory / "exporter.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_exporter(dsn: str) -> Exporter:
+    directory = Path(tempfile.mkdtemp(prefix="pgseek-exporter-", dir="/tmp"))
+    port = free_port()
+    with open(directory / "exporter.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                EXPORTER,
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--extend.query-path={QUERIES}",
+                "--log.level=warn",
+            ],
+            env={**os.environ, "DATA_SOURCE_NAME": dsn},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+    exporter = Exporter(port, process, directory)
+    deadline = time.monotonic() + 20
+    while True:
+        if process.poll() is not None:
+            log_text = exporter.log()
+            exporter.stop()
+            raise RuntimeError(f"the exporter exited with {process.returncode}:\n{log_text}")
+        try:
+            exporter.scrape()
+            return exporter
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                log_text = exporter.log()
+                exporter.stop()
+                raise RuntimeError(f"the exporter did not answer in 20 s:\n{log_text}") from None
+            time.sleep(0.1)
+
+
+def parse(text: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus text format -> {(name, labels): value}."""
+    samples = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
+        assert match, line
+        name, labels, value = match.groups()
+        pairs = frozenset(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels or ""))
+        samples[(name, pairs)] = float(value)
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    wanted = set(labels.items())
+    found = [v for (n, pairs), v in samples.items() if n == name and wanted <= set(pairs)]
+    assert len(found) == 1, f"{name}{labels}: {len(found)} samples"
+    return found[0]
+
+
+def exporter_unavailable() -> str | None:
+    if not os.access(EXPORTER, os.X_OK):
+        return (
+            f"prometheus-postgres-exporter not found at {EXPORTER} (the Debian package"
+            " prometheus-postgres-exporter; scripts/install.sh installs it)"
+        )
+    return None
+
+
+@pytest.fixture
+def monitor_role(server: Server) -> Iterator[tuple[str, str]]:
+    """A login role with nothing but pg_monitor, as the exporter should run."""
+    name, password = f"pgseek_test_monitor_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    with server.connect() as conn:
+        conn.execute(f"create role {name} login password '{password}' in role pg_monitor")
+    try:
+        yield name, password
+    finally:
+        with server.connect() as conn:
+            conn.execute(f"drop owned by {name}")
+            conn.execute(f"drop role {name}")
+
+
+def exporter_dsn(db: Database, user: str, password: str) -> str:
+    p = conninfo_to_dict(db.url)
+    return (
+        f"postgresql://{user}:{password}@{p.get('host', '127.0.0.1')}:{p.get('port', 5432)}"
+        f"/{db.name}?sslmode=disable"
+    )
+
+
+@pytest.fixture
+def stub():
+    server = OpenAIStub(dimensions=8)
+    yield server
+    server.close()
+
+
+def generate_activity(db: Database, stub: OpenAIStub) -> dict:
+    """Embeds, fails, queues, purges and searches for real; returns what was done."""
+    with db.connect() as conn:
+        conn.execute(f"alter database {db.name} set track_functions = 'pl'")
+        conn.execute(
+            "update pgseek.config set embedding_provider = 'openai',"
+            " embedding_model = 'stub-embed', embedding_dimensions = 8,"
+            " embedding_options = %s",
+            (json.dumps({"base_url": stub.base_url, "timeout": 2}),),
+        )
+        conn.execute("select pgseek.set_api_key('openai', 'sk-test-metrics')")
+
+        def insert(texts, metadata=None, created_at="now()"):
+            for text in texts:
+                conn.execute(
+                    "insert into pgseek.documents (content, metadata, created_at)"
+                    f" values (%s, %s, {created_at})",
+                    (text, json.dumps(metadata or {})),
+                )
+
+        insert([f"embedded document number {i} about monitoring" for i in range(3)])
+        assert conn.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 3
+        stub.mode = "unauthorized"  # a permanent failure: straight to the dead letters
+        insert(["this one fails", "and so does this one"])
+        assert conn.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 0
+        # Retention: two expired documents are purged.
+        conn.execute("select pgseek.set_retention('{\"kind\": \"old\"}', '1 day')")
+        insert(["old note one", "old note two"], {"kind": "old"}, "now() - interval '3 days'")
+        conn.execute("call pgseek.purge_expired()")
+        # Four documents left waiting in the queue, the oldest queued 10 minutes ago.
+        insert([f"waiting document {i}" for i in range(4)])
+        conn.execute(
+            "update pgseek.embedding_queue set queued_at = now() - interval '10 minutes'"
+            " where id = (select min(id) from pgseek.embedding_queue)"
+        )
+        conn.execute("select pgseek.refresh_text_stats()")
+    # Searches in a new session, which picks up track_functions = 'pl' from the database;
+    # closing it sends its function statistics.
+    vector = "[" + ",".join(str(x) for x in stub_vector("monitoring", 8)) + "]"
+    with db.connect() as conn:
+        for _ in range(3):
+            conn.execute("select * from pgseek.search_similar(%s::vector, 5)", (vector,))
+        for _ in range(2):
+            conn.execute(
+                "select * from pgseek.hybrid_search('monitoring', %s::vector, k => 5)", (vector,)
+            )
+    return {"search_similar": 3, "hybrid_search": 2}
+
+
+def wait_for_function_stats(db: Database, calls: dict[str, int]) -> None:
+    deadline = time.monotonic() + 15
+    with db.connect() as conn:
+        while True:
+            conn.execute("select pg_stat_clear_snapshot()")
+            rows = dict(
+                conn.execute(
+                    "select function_name, calls_total from pgseek.function_metrics"
+                    " where function_name = any(%s)",
+                    (list(calls),),
+                ).fetchall()
+            )
+            if rows == calls:
+                return
+            assert time.monotonic() < deadline, f"function statistics: {rows}, wanted {calls}"
+            time.sleep(0.2)
+
+
+def one_row(conn: psycopg.Connection, sql: str) -> dict:
+    cur = conn.execute(sql)
+    return dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
+
+
+def same(found: float, expected) -> bool:
+    if expected is None:
+        return math.isnan(found)
+    return math.isclose(found, float(expected), rel_tol=1e-6, abs_tol=1e-6)
+
+
+@pytest.mark.skipif(exporter_unavailable() is not None, reason=str(exporter_unavailable()))
+def test_the_exporter_serves_pgseek_metrics_that_match_the_database(db, stub, monitor_role):
+    calls = generate_activity(db, stub)
+    wait_for_function_stats(db, calls)
+    exporter = start_exporter(exporter_dsn(db, *monitor_role))
+    try:
+        samples = parse(exporter.scrape())
+        log = exporter.log()
+    finally:
+        exporter.stop()
+    assert value(samples, "pg_up") == 1, log
+    # every query of the file ran without an error, as the monitoring role
+    assert value(samples, "pg_exporter_user_queries_load_error", filename=str(QUERIES)) == 0
+    assert value(samples, "pg_exporter_last_scrape_error") == 0, log
+    names = {name for name, _ in samples}
+    assert {n for n in defined_metrics() if not n.startswith("pgseek_job_")} <= names
+
+    with db.connect() as conn:
+        metrics = one_row(conn, "select * from pgseek.metrics")
+        # the activity above, as the database itself sees it
+        assert metrics["queue_depth"] == 4
+        assert metrics["dead_letters"] == 2
+        assert metrics["embedded_last_hour"] == 3
+        assert metrics["embedding_failures_last_hour"] == 2
+        assert metrics["function_tracking"] == 1
+        assert metrics["in_recovery"] == 0
+        for column in [
+            "queue_depth",
+            "queue_ready",
+            "queue_retrying",
+            "dead_letters",
+            "embedded_last_hour",
+            "embedding_failures_last_hour",
+            "embedding_seconds_last_hour",
+            "query_cache_entries",
+            "function_tracking",
+            "in_recovery",
+        ]:
+            assert same(value(samples, f"pgseek_{column}"), metrics[column]), column
+        # ages grow between the scrape and this query: within a few seconds
+        age = value(samples, "pgseek_queue_oldest_age_seconds")
+        assert 600 <= age <= float(metrics["queue_oldest_age_seconds"]) + 1e-6
+        assert age > float(metrics["queue_oldest_age_seconds"]) - 30
+        text_age = value(samples, "pgseek_text_stats_age_seconds")
+        assert 0 <= text_age <= float(metrics["text_stats_age_seconds"]) + 1e-6
+
+        documents = one_row(conn, "select * from pgseek.document_metrics")
+        assert (documents["stored"], documents["embedded"]) == (9, 3)
+        assert value(samples, "pgseek_documents_stored") == 9
+        assert value(samples, "pgseek_documents_embedded") == 3
+        assert math.isnan(value(samples, "pgseek_documents_embedded_next"))
+
+        purge = one_row(conn, "select * from pgseek.purge_metrics")
+        assert (purge["runs_logged"], purge["last_run_deleted"], purge["last_run_failed"]) == (
+            1,
+            2,
+            0,
+        )
+        for column, expected in purge.items():
+            assert same(value(samples, f"pgseek_purge_{column}"), expected), column
+
+        for name, expected in calls.items():
+            assert value(samples, "pgseek_function_calls_total", function_name=name) == expected
+            seconds = value(samples, "pgseek_function_seconds_total", function_name=name)
+            own = value(samples, "pgseek_function_self_seconds_total", function_name=name)
+            assert 0 < own <= seconds < 60
+        # (job_metrics_report: the exporter's own calls, counted after its scrape)
+        for name, total, self_total in conn.execute(
+            "select function_name, seconds_total, self_seconds_total from pgseek.function_metrics"
+            " where function_name <> 'job_metrics_report'"
+        ):
+            assert same(value(samples, "pgseek_function_seconds_total", function_name=name), total)
+            assert same(
+                value(samples, "pgseek_function_self_seconds_total", function_name=name),
+                self_total,
+            )
+
+        indexes = conn.execute(
+            "select index_name, access_method, bytes from pgseek.index_metrics"
+            " where table_name = 'documents'"
+        ).fetchall()
+        methods = {m for _, m, _ in indexes}
+        assert {"hnsw", "gin", "btree"} <= methods
+        for index, method, size in indexes:
+            assert size > 0
+            found = value(samples, "pgseek_index_bytes", index_name=index, access_method=method)
+            assert found == size, index
+        tables = dict(conn.execute("select table_name, bytes from pgseek.table_metrics"))
+        assert value(samples, "pgseek_table_bytes", table_name="documents") == tables["documents"]
+
+    # no pg_cron in a per-test database: no job series at all (not an error)
+    assert not [n for n in names if n.startswith("pgseek_job_")]
+
+
+def test_a_monitoring_role_reads_the_metrics_but_not_the_documents(db, monitor_role):
+    user, password = monitor_role
+    p = conninfo_to_dict(db.url)
+    with psycopg.connect(
+        host=p.get("host"),
+        port=p.get("port"),
+        dbname=db.name,
+        user=user,
+        password=password,
+        autocommit=True,
+    ) as conn:
+        for view in [
+            "metrics",
+            "document_metrics",
+            "function_metrics",
+            "index_metrics",
+            "table_metrics",
+            "purge_metrics",
+            "job_metrics",
+        ]:
+            conn.execute(f"select * from pgseek.{view}").fetchall()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select content from pgseek.documents")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select api_key from pgseek.provider_secrets")
+
+
+@pytest.fixture
+def cron_database(server: Server, template_db: str) -> Iterator[Database]:  # noqa: ARG001
+    """The cron database of the session's own cluster, migrated, with pgseek's jobs."""
+    if not server.owned:
+        pytest.skip("runs only on the test session's own cluster (it migrates the cron database)")
+    url = with_dbname(server.url, server.cron_database)
+    result = run_migrate(url, "upgrade")
+    assert result.returncode == 0, result.stderr
+    with server.connect(server.cron_database) as conn:
+        conn.execute("select pgseek.schedule_jobs()")
+    try:
+        yield Database(server.cron_database, url)
+    finally:
+        with server.connect(server.cron_database) as conn:
+            conn.execute(
+                "select cron.unschedule(jobid) from cron.job where jobname like 'pgseek-%'"
+            )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(exporter_unavailable() is not None, reason=str(exporter_unavailable()))
+def test_job_metrics_follow_real_pg_cron_runs(cron_database, monitor_role):
+    """pg_cron runs two of pgseek's jobs for real within a minute: one succeeds, one fails
+    (its command is broken on purpose); the metrics say which, also to a monitoring role
+    (pg_cron shows a role only its own jobs: the report is SECURITY DEFINER)."""
+    with cron_database.connect() as conn:
+        conn.execute("select pgseek.pause_job('pgseek-purge')")
+        conn.execute(
+            "select cron.alter_job(pgseek.job_id('pgseek-cron-history'), schedule => '* * * * *')"
+        )
+        conn.execute(
+            "select cron.alter_job(pgseek.job_id('pgseek-text-stats'), schedule => '* * * * *',"
+            " command => 'select pgseek.no_such_function()')"
+        )
+        finished = (
+            "select count(distinct d.jobid) from cron.job_run_details as d"
+            " join cron.job as j using (jobid)"
+            " where j.jobname in ('pgseek-cron-history', 'pgseek-text-stats')"
+            " and d.status in ('succeeded', 'failed')"
+        )
+        deadline = time.monotonic() + 130
+        while conn.execute(finished).fetchone()[0] < 2:
+            assert time.monotonic() < deadline, conn.execute(
+                "select * from pgseek.jobs()"
+            ).fetchall()
+            time.sleep(1)
+        expected = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                "select j.jobname, j.active::int, (d.status = 'succeeded')::int,"
+                " extract(epoch from d.start_time)::float8,"
+                " extract(epoch from d.end_time - d.start_time)::float8"
+                " from cron.job as j join lateral (select * from cron.job_run_details as x"
+                "   where x.jobid = j.jobid and x.status in ('succeeded', 'failed')"
+                "   order by x.runid desc limit 1) as d on true"
+                " where j.jobname in ('pgseek-cron-history', 'pgseek-text-stats')"
+            )
+        }
+    assert expected["pgseek-cron-history"][:2] == (1, 1)
+    assert expected["pgseek-text-stats"][:2] == (1, 0)
+
+    exporter = start_exporter(exporter_dsn(cron_database, *monitor_role))
+    try:
+        samples = parse(exporter.scrape())
+    finally:
+        exporter.stop()
+    assert value(samples, "pgseek_job_active", job="pgseek-purge") == 0
+    assert value(samples, "pgseek_job_active", job="pgseek-embedding-worker") == 1
+    for job, (active, succeeded, start, duration) in expected.items():
+        assert value(samples, "pgseek_job_active", job=job) == active
+        assert value(samples, "pgseek_job_last_run_succeeded", job=job) == succeeded
+        assert same(value(samples, "pgseek_job_last_run_start_seconds", job=job), start)
+        assert same(value(samples, "pgseek_job_last_run_duration_seconds", job=job), duration)
+    assert value(samples, "pgseek_job_failed_runs_last_day", job="pgseek-text-stats") >= 1
+    assert value(samples, "pgseek_job_failed_runs_last_day", job="pgseek-cron-history") == 0
