@@ -1,11 +1,15 @@
 """A short mixed load (scripts/load.py): concurrent searches, writes through the
 embedding queue, a queue worker and purges, driven by pgbench, directly and through a
 real PgBouncer in transaction pooling mode; then nothing may be lost and no client may
-have failed. `make reliability` runs the long version and reports its figures."""
+have failed. `make reliability` runs the long version (PGSEEK_LOAD_SECONDS,
+PGSEEK_LOAD_CLIENTS) and reports the figures it writes to PGSEEK_RELIABILITY_DIR."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,11 +30,19 @@ def test_mixed_load_loses_nothing(server, via):
     name = f"pgseek_test_load_{via}"
     try:
         result = load.run(
-            as_url(server.url), via, seconds=12, clients=3, writer_rate=5, dbname=name
+            as_url(server.url),
+            via,
+            seconds=int(os.environ.get("PGSEEK_LOAD_SECONDS", "12")),
+            clients=int(os.environ.get("PGSEEK_LOAD_CLIENTS", "3")),
+            writer_rate=5,
+            dbname=name,
         )
     finally:
         server.drop_database(name)
     print("\n".join(load.summary(result)))
+    if os.environ.get("PGSEEK_RELIABILITY_DIR"):
+        out = Path(os.environ["PGSEEK_RELIABILITY_DIR"]) / f"load_{via}.json"
+        out.write_text(json.dumps(result, indent=1) + "\n")
     assert result["errors"] == 0, result["pgbench"]
     assert result["checks"]["lost"] == dict.fromkeys(result["checks"]["lost"], 0)
     operations = {
