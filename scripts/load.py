@@ -394,7 +394,7 @@ def check(url: str) -> dict:
             "deleted": one(f"select count(*) from ({deleted_ids}) as x"),
             "states_of_inserted_rows": states,
             "dead_letter_reasons": reasons,
-            "purge_log_rows": one("select coalesce(sum(deleted), 0) from pgseek.purge_log"),
+            "purge_log_rows": one("select coalesce(sum(deleted), 0)::bigint from pgseek.purge_log"),
             "lost": {
                 "inserted live rows missing": one(
                     "select count(*) from load.ledger as l where l.op = 'insert'"
@@ -512,6 +512,9 @@ def summary(result: dict) -> list[str]:
             )
     c = result["checks"]
     lines += [
+        "",
+        "`embed` is the queue worker's loop: one `process_embedding_queue(16)` call, plus "
+        "a 200 ms sleep when it found nothing to embed.",
         "",
         f"Afterwards (queue drained in {result['drain']['seconds']} s): {c['inserted']} rows "
         f"inserted ({c['inserted_expired']} already expired), {c['updated']} updated, "
