@@ -14,24 +14,18 @@ is reachable, and is skipped, with the reason, where none is.)
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
 import pgbouncer
 from pgtest import (
-    ROOT,
     TEMPLATE_DB,
     Database,
     Server,
-    free_port,
+    ephemeral_cluster,
     run_migrate,
-    start_ephemeral_cluster,
     with_dbname,
 )
 
@@ -44,21 +38,8 @@ def server() -> Iterator[Server]:
             cron_db = conn.execute("select current_setting('cron.database_name', true)").fetchone()
         yield Server(url, cron_db[0] if cron_db else None)
         return
-    home = Path(tempfile.mkdtemp(prefix="pgseek-test-", dir="/tmp"))
-    home.chmod(0o755)  # the server runs as the postgres OS user when we are root
-    env = start_ephemeral_cluster(home, free_port())
-    try:
-        url = subprocess.run(
-            [str(ROOT / "scripts" / "cluster.sh"), "url"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        yield Server(url, "pgseek_test_cron", owned=True)
-    finally:
-        subprocess.run([str(ROOT / "scripts" / "cluster.sh"), "destroy"], env=env, check=False)
-        shutil.rmtree(home, ignore_errors=True)
+    with ephemeral_cluster("pgseek-test-") as cluster:
+        yield Server(cluster.url, "pgseek_test_cron", owned=True)
 
 
 @pytest.fixture(scope="session")

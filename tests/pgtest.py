@@ -7,10 +7,14 @@ DATABASE_URL when set, else an ephemeral cluster of the session's own.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +95,33 @@ def start_ephemeral_cluster(home: Path, port: int) -> dict[str, str]:
     }
     subprocess.run([str(ROOT / "scripts" / "cluster.sh"), "up"], env=env, check=True)
     return env
+
+
+@dataclass
+class EphemeralCluster:
+    """A cluster of scripts/cluster.sh in a temporary directory: its home (data/ is the
+    data directory), the environment cluster.sh needs for it, and its superuser URL."""
+
+    home: Path
+    env: dict[str, str]
+    url: str
+
+
+@contextmanager
+def ephemeral_cluster(prefix: str) -> Iterator[EphemeralCluster]:
+    """Starts a cluster of its own on a free port; destroys it and its files after."""
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    home.chmod(0o755)  # the server runs as the postgres OS user when we are root
+    env = start_ephemeral_cluster(home, free_port())
+    cluster = str(ROOT / "scripts" / "cluster.sh")
+    try:
+        url = subprocess.run(
+            [cluster, "url"], env=env, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        yield EphemeralCluster(home, env, url)
+    finally:
+        subprocess.run([cluster, "destroy"], env=env, check=False)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @dataclass

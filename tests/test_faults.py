@@ -18,19 +18,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from openai_stub import OpenAIStub, stub_vector
-from pgtest import ROOT, free_port, run_migrate, start_ephemeral_cluster, with_dbname
+from pgtest import ROOT, ephemeral_cluster, free_port, run_migrate, with_dbname
 
 DIMS = 8
 
@@ -293,34 +290,29 @@ def test_two_worker_procedures_at_once_embed_each_row_once(remote, db, stub):
 def crash_cluster():
     """A cluster of the test's own (it is stopped with `immediate` mode), with a
     migrated database; yields (its database URL, a function that crashes and restarts it)."""
-    home = Path(tempfile.mkdtemp(prefix="pgseek-crash-", dir="/tmp"))
-    home.chmod(0o755)  # the server runs as the postgres OS user when we are root
-    env = start_ephemeral_cluster(home, free_port())
-    cluster = [str(ROOT / "scripts" / "cluster.sh")]
     as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    try:
-        url = subprocess.run(
-            [*cluster, "url"], env=env, check=True, capture_output=True, text=True
-        ).stdout.strip()
-        with psycopg.connect(url, autocommit=True) as admin:
+    with ephemeral_cluster("pgseek-crash-") as cluster:
+        with psycopg.connect(cluster.url, autocommit=True) as admin:
             admin.execute("create database pgseek_crash")
-        url = with_dbname(url, "pgseek_crash")
+        url = with_dbname(cluster.url, "pgseek_crash")
         result = run_migrate(url, "upgrade")
         assert result.returncode == 0, result.stderr
 
         def crash_and_restart() -> None:
             pg_ctl = f"/usr/lib/postgresql/{os.environ.get('PGSEEK_PG_MAJOR', '15')}/bin/pg_ctl"
             subprocess.run(
-                [*as_owner, pg_ctl, "-D", str(home / "data"), "-m", "immediate", "stop"],
+                [*as_owner, pg_ctl, "-D", str(cluster.home / "data"), "-m", "immediate", "stop"],
                 check=True,
                 capture_output=True,
             )
-            subprocess.run([*cluster, "up"], env=env, check=True, capture_output=True)
+            subprocess.run(
+                [str(ROOT / "scripts" / "cluster.sh"), "up"],
+                env=cluster.env,
+                check=True,
+                capture_output=True,
+            )
 
         yield url, crash_and_restart
-    finally:
-        subprocess.run([*cluster, "destroy"], env=env, check=False, capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.mark.slow

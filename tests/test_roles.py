@@ -13,17 +13,15 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgtest import ROOT, as_url, free_port, run_migrate, start_ephemeral_cluster, with_dbname
+from pgtest import ROOT, as_url, ephemeral_cluster, run_migrate, with_dbname
 
 ROLES = ("pgseek_reader", "pgseek_writer", "pgseek_admin")
 
@@ -558,17 +556,8 @@ def test_downgrade_keeps_roles_granted_to_logins(server, empty_db, make_login):
 def test_downgrade_drops_the_roles_only_when_nothing_else_uses_them():
     """On a server of its own (roles are server-wide): kept while a login is a member,
     dropped once nothing uses them, created again by the next upgrade."""
-    home = Path(tempfile.mkdtemp(prefix="pgseek-roles-", dir="/tmp"))
-    home.chmod(0o755)  # the server runs as the postgres OS user when we are root
-    env = start_ephemeral_cluster(home, free_port())
-    try:
-        url = subprocess.run(
-            [str(ROOT / "scripts" / "cluster.sh"), "url"],
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+    with ephemeral_cluster("pgseek-roles-") as cluster:
+        url = cluster.url
 
         def roles() -> int:
             with psycopg.connect(url) as c:
@@ -590,9 +579,6 @@ def test_downgrade_drops_the_roles_only_when_nothing_else_uses_them():
         assert roles() == 0
         assert run_migrate(url, "upgrade").returncode == 0
         assert roles() == 3
-    finally:
-        subprocess.run([str(ROOT / "scripts" / "cluster.sh"), "destroy"], env=env, check=False)
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_pgspot_check_flags_an_unpinned_security_definer_function(tmp_path):
