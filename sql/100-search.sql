@@ -370,6 +370,13 @@ begin
     perform pgseek.check_argument(
         min_similarity is null or min_similarity between '-Infinity' and 'Infinity',
         format('min_similarity must be a finite number, got %s', min_similarity));
+    -- Checked here as well as in vector_search_plan(): pgseek.similarity() is inlined,
+    -- so with an unknown metric the planner folds the min_similarity condition below to
+    -- false and never runs vector_candidates(): an empty result instead of an error.
+    perform pgseek.check_argument(
+        metric in ('cosine', 'l2', 'inner_product'),
+        format('metric must be cosine, l2 or inner_product, not %s', coalesce(metric, 'NULL'))
+    );
     return query
     select d.id, d.content, d.metadata, pgseek.similarity(v.distance, metric), v.distance,
         (row_number() over (order by v.distance, v.id))::integer

@@ -381,6 +381,15 @@ BAD_ARGUMENTS = [
     ("select * from pgseek.search_similar('[1,2,3]'::vector)", "query_embedding has 3 dimensions"),
     ("select * from pgseek.search_similar(%(q)s::vector, metric => 'hamming')", "metric must be"),
     (
+        "select * from pgseek.search_similar(%(q)s::vector, metric => 'hamming',"
+        " min_similarity => 0.5)",
+        "metric must be",
+    ),
+    (
+        "select * from pgseek.search_similar(%(q)s::vector, metric => null, min_similarity => 0)",
+        "metric must be",
+    ),
+    (
         "select * from pgseek.search_similar(%(q)s::vector, filter => '[1]')",
         "filter must be a JSON object",
     ),
