@@ -278,7 +278,10 @@ class Bench:
                 first = at if first is None else min(first, at)
                 last = at if last is None else max(last, at)
         elapsed = (last - first) if first is not None and last is not None else 0
-        aborted = re.findall(r"client \d+ aborted.*", stderr)
+        # pgbench 15: "client 0 script 1 aborted in command 1 query 0: ERROR: ..."
+        aborted = re.findall(r"client \d+ (?:script \d+ )?aborted.*", stderr)
+        if self.process.returncode and not aborted:  # failed some other way
+            aborted = [f"pgbench exited with {self.process.returncode}: {stderr[-300:]}"]
         failed = re.search(r"number of failed transactions: (\d+)", stdout)
         result = {
             "returncode": self.process.returncode,

@@ -58,3 +58,22 @@ def test_mixed_load_loses_nothing(server, via):
         checks["inserted"] - checks["inserted_expired"]
     )
     assert result["purge"]["rows"] >= load.SEED_EXPIRED + checks["inserted_expired"]
+
+
+def test_a_failing_script_counts_as_an_error(server):
+    """A client whose statement fails aborts (pgbench 15 writes "client 0 script 0
+    aborted in command 0 ..."): the run must count it, not report 0 operations and 0
+    errors (how a broken search once passed this load)."""
+    bench = load.Bench(
+        "broken",
+        {"broken": "select 1 / 0;\n"},
+        {},
+        clients=2,
+        target=load.Target.of(as_url(server.url)),
+        seconds=2,
+    )
+    bench.start()
+    result = bench.finish(timeout=30)
+    assert result["aborted_clients"] == 2, result
+    assert "division by zero" in result["abort_messages"][0]
+    assert result["operations"]["broken"]["count"] == 0
