@@ -120,6 +120,7 @@ def measure_size(ctx: Context, rows: int, largest: bool) -> dict:
             ),
             "text_indexes_mb": relation_mb(conn, "pgseek.documents_fts_idx")
             + relation_mb(conn, "pgseek.documents_metadata_idx"),
+            "postings_mb": relation_mb(conn, "pgseek.text_postings", total=True),
             "load_seconds": conn.execute("select load_seconds from bench.dataset").fetchone()[0],
         }
     out: dict = {"rows": rows, "queries": len(queries), **sizes}
@@ -261,13 +262,14 @@ def report(r: dict, ctx: Context) -> list[str]:
         + " The largest size has IVFFlat (lists = rows / 1000) and the exact scan only, "
         "at full precision (384-d vector, no halfvec).",
         "",
-        "| vectors | table + TOAST (MB) | text + metadata indexes (MB) | load (s) | exact p50 / "
-        "p95 ms | exact: RSS / PSS MB |",
-        "|---|---|---|---|---|---|",
+        "| vectors | table + TOAST (MB) | text + metadata indexes (MB) | keyword postings, "
+        "with key (MB) | load (s) | exact p50 / p95 ms | exact: RSS / PSS MB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in sizes:
         lines.append(
             f"| {s['rows']:,} | {s['table_mb']} + {s['toast_mb']} | {s['text_indexes_mb']:.1f} | "
+            f"{s.get('postings_mb', 0):.1f} | "
             f"{fmt(s['load_seconds'], 0)} | {s['exact']['ms']['p50']:.1f} / "
             f"{s['exact']['ms']['p95']:.1f} | {memory(s['exact'])} |"
         )

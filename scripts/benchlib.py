@@ -540,7 +540,7 @@ def vector_database(ctx: Context, rows: int) -> str:
     url = ctx.url(name)
     key = (
         f"corpus {corpus.key}, synthetic method {Synthesizer.VERSION}, "
-        f"noise {synthesizer.scale}, {rows} rows"
+        f"noise {synthesizer.scale}, {rows} rows, keyword postings"
     )
     if database_exists(ctx.server_url, name) and stamp(url) == key:
         log(f"reusing {name}: it holds the same {rows:,} rows")
@@ -562,7 +562,10 @@ def vector_database(ctx: Context, rows: int) -> str:
             if not index.startswith("documents_embedding_"):
                 log(f"  building {index}")
                 conn.execute(ddl)
-        conn.execute("vacuum (analyze) pgseek.documents")
+        # the load ran without triggers: the keyword postings are filled here, at once
+        log("  filling the keyword postings")
+        conn.execute("select pgseek.rebuild_text_postings()")
+        conn.execute("vacuum (analyze) pgseek.documents, pgseek.text_postings")
         conn.execute("select pgseek.refresh_text_stats()")
         conn.execute("update pgseek.config set embedding_mode = 'async'")
         conn.execute("create schema bench")
@@ -582,7 +585,8 @@ def load_rows(ctx: Context, url: str, rows: int) -> None:
     """COPY the set's first `rows` rows into pgseek.documents on two connections (the
     server's work, to_tsvector and TOAST, then uses both cores), with triggers off
     (session_replication_role = replica: the rows are valid 384-d vectors, and no queue
-    entries are wanted), printing progress."""
+    entries are wanted; vector_database() fills the keyword postings afterwards, in one
+    sorted pass), printing progress."""
     corpus, synthesizer = ctx.corpus_set(), ctx.synthesizer()
     chunks: queue.Queue = queue.Queue(maxsize=4)
     errors: list[BaseException] = []

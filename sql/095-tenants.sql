@@ -2,8 +2,10 @@
 -- Off (the default), the tenant column is only a label. On, a session sees and writes
 -- only the rows of pgseek.current_tenant(), pgseek_admin every row. Row security is
 -- not free: PostgreSQL then cannot use the GIN indexes for a role it applies to (the
--- operators @@ and @> are not leakproof), so keyword search and metadata filters start
--- from the tenant's rows (index documents_tenant_idx) instead.
+-- operators @@ and @> are not leakproof), so metadata filters, and keyword search with
+-- one, start from the tenant's rows (index documents_tenant_idx) instead. Keyword
+-- search without a filter reads pgseek.text_postings by its primary key (text
+-- equality is leakproof), the tenant checked on each index entry.
 
 -- Returns whether row-level security is on for pgseek's tenant tables.
 create or replace function pgseek.tenants_enabled()
@@ -45,7 +47,9 @@ declare
     untenanted bigint;
 begin
     perform pgseek.check_argument(enabled is not null, 'enabled must be true or false');
-    foreach tbl in array array['documents', 'sources', 'text_stats', 'text_stats_summary'] loop
+    foreach tbl in array array[
+        'documents', 'sources', 'text_stats', 'text_stats_summary', 'text_postings'
+    ] loop
         execute pg_catalog.format(
             'alter table pgseek.%I %s row level security', tbl,
             case when enabled then 'enable' else 'disable' end

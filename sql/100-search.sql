@@ -229,7 +229,11 @@ return (select string_agg(q.query::text, ' | ')::tsquery from unnest(queries) as
 -- syntax errors; stop words only gives no rows), a document matches any of them, and
 -- its score is the sum of pgseek.bm25_term over them, idf from pgseek.text_stats.
 --
--- Exact top-depth with less work (MaxScore, Turtle and Flood 1995): a term adds at most
+-- Without a filter the documents are not read: pgseek.text_postings (sql/015) holds tf
+-- and length per (lexeme, document), and one aggregate over its primary key scores
+-- every document containing a query term. With a metadata filter the documents are
+-- read (the GIN indexes of fts and metadata find them), with pruning:
+-- exact top-depth with less work (MaxScore, Turtle and Flood 1995): a term adds at most
 -- idf * (k1 + 1) to a score. A first pass scores the documents containing the query's
 -- rarest terms; when it finds depth of them, the depth-th score theta is a lower bound
 -- for the final depth-th score, so the commonest terms whose bounds sum to less than
@@ -293,6 +297,26 @@ begin
         left join pgseek.text_stats as s
             on u.term = s.term and s.tenant = (select pgseek.stats_tenant())
     ) as q;
+    if filter is null then
+        -- The postings' primary key alone: every document containing a query term,
+        -- scored in one aggregate, no page of pgseek.documents read.
+        return query
+        select
+            p.document_id,
+            sum(q.idf * 2.2::float8 / (
+                1::float8 + 1.2::float8 * (
+                    0.25::float8 + 0.75::float8 * coalesce(p.doc_length / nullif(avg_length, 0), 1)
+                ) / p.tf
+            )),
+            count(*)::float8 / n,
+            bound
+        from unnest(terms, idfs) as q (term, idf)
+        inner join pgseek.text_postings as p on q.term = p.term
+        group by p.document_id
+        order by 2 desc, 1
+        limit depth;
+        return;
+    end if;
     scored := format(
         'select d.id, d.fts, %s as score from pgseek.documents as d '
         'where d.fts @@ $1 %s order by score desc, d.id limit $5',

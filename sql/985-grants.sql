@@ -32,6 +32,7 @@ pgseek.sources,
 pgseek.config,
 pgseek.text_stats,
 pgseek.text_stats_summary,
+pgseek.text_postings,
 pgseek.tenant_roles
 to pgseek_reader;
 
@@ -95,7 +96,7 @@ begin
             values
             ('pgseek_reader', array[
                 'search_similar', 'hybrid_search', 'check_recall', 'embed', 'similarity', 'check_argument', 'vector_search_plan',
-                'apply_vector_settings', 'vector_candidates', 'lexeme_query',
+                'similar_query', 'apply_vector_settings', 'vector_candidates', 'lexeme_query',
                 'any_term_query', 'text_candidates', 'term_frequency', 'bm25_term',
                 'or_query',
                 -- tenants: row security and the tenant columns' defaults call these
@@ -113,7 +114,7 @@ begin
                 'explain_search',
                 -- the pipeline, statistics and monitoring
                 'process_embedding_queue', 'run_embedding_worker', 'requeue_failed',
-                'refresh_text_stats', 'embedding_status_report',
+                'refresh_text_stats', 'rebuild_text_postings', 'embedding_status_report',
                 -- retention
                 'set_retention', 'remove_retention', 'purge_expired',
                 'schedule_purge_maintenance',

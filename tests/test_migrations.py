@@ -384,4 +384,8 @@ def test_a_changed_result_type_is_recreated(empty_db, tmp_path):
             " and not tgisinternal"
         ).fetchone()[0]
     assert "recall numeric" in result_type
-    assert triggers == 5
+    # every trigger sql/ creates on documents is back
+    assert triggers == sum(
+        f.read_text().count("create or replace trigger documents_")
+        for f in (copy.parent / "sql").glob("*.sql")
+    )

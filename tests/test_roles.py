@@ -33,6 +33,8 @@ INTERNAL_ROUTINES = {
     "documents_embed_sync",
     "documents_queue_inserted",
     "documents_queue_updated",
+    "documents_postings_changed",
+    "documents_postings_truncated",
     "job_id",
     "one_shot_schedule",
     "advance_maintenance",

@@ -528,15 +528,101 @@ def test_bm25_candidates_are_exactly_the_best_by_bm25(conn):
     queries = ["w000 w350", "w001 w002 w120", "w000 w001 w002 w003", "w390 w399 w000 w005"]
     for query in queries:
         for depth in (5, 50):
-            rows = conn.execute(
-                "select id, score from pgseek.text_candidates(%s, %s)", (query, depth)
-            ).fetchall()
             scores = bm25(query.split())
             best = sorted(scores, key=lambda i: (-scores[i], str(i)))[:depth]
-            assert [r[0] for r in rows] == best, query
-            assert [r[1] for r in rows] == pytest.approx([scores[i] for i in best], rel=1e-9)
+            # both paths: the postings (no filter) and the documents (a filter every
+            # document matches), where MaxScore prunes
+            for filter_ in (None, "{}"):
+                rows = conn.execute(
+                    "select id, score from pgseek.text_candidates(%s, %s, %s)",
+                    (query, depth, filter_),
+                ).fetchall()
+                assert [r[0] for r in rows] == best, (query, filter_)
+                assert [r[1] for r in rows] == pytest.approx([scores[i] for i in best], rel=1e-9)
     conn.execute("reset client_min_messages")
     # the first pass did leave terms out (else this test would not test the pruning)
     assert any(
         n.endswith(("1 commonest terms left out", "2 commonest terms left out")) for n in notices
     ), notices
+
+
+EXPECTED_POSTINGS = """
+    select t.lexeme, d.id, coalesce(array_length(t.positions, 1), 1)::smallint,
+        length(d.fts), d.tenant
+    from pgseek.documents as d, unnest(d.fts) as t
+"""
+
+
+def postings(conn) -> tuple[set, set]:
+    """(what pgseek.text_postings holds, what the documents say it should hold)."""
+    held = set(
+        conn.execute(
+            "select term, document_id, tf, doc_length, tenant from pgseek.text_postings"
+        ).fetchall()
+    )
+    return held, set(conn.execute(EXPECTED_POSTINGS).fetchall())
+
+
+def test_text_postings_follow_every_write(conn):
+    """The keyword postings are the documents' tsvectors as rows, through every kind of
+    write: COPY, INSERT, content, tenant and id updates, updates that leave the text
+    alone, DELETE, TRUNCATE, rolled-back writes; and rebuild_text_postings() agrees."""
+    conn.execute("update pgseek.config set embedding_mode = 'off'")
+    with conn.cursor().copy("copy pgseek.documents (content) from stdin") as copy:
+        for i in range(200):
+            copy.write_row((f"alpha beta beta gamma{i % 7} delta{i}",))
+    conn.execute(
+        "insert into pgseek.documents (content, metadata) values"
+        " ('the quick brown fox', '{\"n\": 1}'), ('lazy dogs sleep', '{\"n\": 2}')"
+    )
+    held, expected = postings(conn)
+    assert held == expected and len(held) > 800
+    conn.execute(
+        "update pgseek.documents set content = content || ' epsilon' where content like '%delta1%'"
+    )
+    conn.execute(
+        "update pgseek.documents set metadata = '{\"x\": 1}' where content like '%gamma3%'"
+    )
+    conn.execute("update pgseek.documents set tenant = 'acme' where content like '%gamma4%'")
+    conn.execute(
+        "update pgseek.documents set id = gen_random_uuid() where content = 'lazy dogs sleep'"
+    )
+    conn.execute("delete from pgseek.documents where content like '%gamma5%'")
+    with pytest.raises(errors.CheckViolation), conn.transaction():
+        conn.execute("update pgseek.documents set content = 'zeta'")
+        conn.execute("update pgseek.documents set content = ' '")
+    held, expected = postings(conn)
+    assert held == expected
+    assert ("epsilon",) in conn.execute("select term from pgseek.text_postings").fetchall()
+    conn.execute("delete from pgseek.text_postings where term = 'alpha'")  # damage
+    assert conn.execute("select pgseek.rebuild_text_postings()").fetchone()[0] == len(expected)
+    assert postings(conn) == (expected, expected)
+    conn.execute("truncate pgseek.documents cascade")
+    assert postings(conn) == (set(), set())
+
+
+def test_keyword_search_without_filter_reads_only_the_postings(conn):
+    """The unfiltered BM25 branch is an index-only scan of text_postings' primary key:
+    it reads no page of pgseek.documents."""
+    conn.execute("update pgseek.config set embedding_mode = 'off'")
+    conn.execute(
+        "insert into pgseek.documents (content) select 'postgres keyword search ' || g"
+        " from generate_series(1, 300) as g"
+    )
+    conn.execute("vacuum analyze pgseek.text_postings")
+    conn.execute("select pg_stat_reset()")
+    conn.execute("set track_functions = 'all'")
+    rows = conn.execute(
+        "select count(*) from pgseek.text_candidates('keyword searches', 100)"
+    ).fetchone()[0]
+    assert rows == 100
+    conn.execute("select pg_stat_force_next_flush()")
+    scans = dict(
+        conn.execute(
+            "select relname, coalesce(idx_scan, 0) + coalesce(seq_scan, 0)"
+            " from pg_stat_user_tables where schemaname = 'pgseek'"
+            " and relname in ('documents', 'text_postings')"
+        ).fetchall()
+    )
+    assert scans["text_postings"] >= 1
+    assert scans["documents"] == 0, scans
