@@ -32,17 +32,19 @@ begin
 end
 $$;
 
--- Returns the query to run for the vector candidates of a search, and whether it is
--- an exact scan. The filtering guarantee: when a metadata filter matches at most
--- config.exact_search_max_rows rows, those rows are scanned exactly (GIN finds them, a
--- sort ranks them), so a selective filter still yields every match; otherwise the
--- HNSW index is scanned iteratively (pgvector 0.8) until enough rows pass the filter,
--- taking 4 times as many as asked for (relaxed order stops at the first rows that
--- pass) and keeping the nearest. The query takes $1 = query vector, $2 = filter,
--- $3 = depth, $4 = rows to take from the index.
+-- Returns how to find the nearest documents to a query vector: `nearest`, the query
+-- (for a WITH ... AS MATERIALIZED) that takes them from the table, nearest first, with
+-- id, content, metadata and distance; whether it is an exact scan; and how many rows it
+-- takes per row asked for. The filtering guarantee: when a metadata filter matches at
+-- most config.exact_search_max_rows rows, those rows are scanned exactly (GIN finds
+-- them, a sort ranks them), so a selective filter still yields every match; otherwise
+-- the HNSW index is scanned iteratively (pgvector 0.8) until enough rows pass the
+-- filter, taking 4 times as many as asked for (relaxed order stops at the first rows
+-- that pass) and the caller keeps the nearest. The query takes $1 = query vector,
+-- $2 = filter, $4 = rows to take. Checks the vector (22023 naming the problem).
 create or replace function pgseek.vector_search_plan(
     query_embedding vector, metric text, filter jsonb,
-    out sql text, out exact boolean, out oversample integer
+    out nearest text, out exact boolean, out oversample integer
 )
 language plpgsql
 stable
@@ -53,27 +55,28 @@ declare
     matching bigint;
 begin
     select * into strict c from pgseek.config;
-    perform pgseek.check_argument(
-        metric in ('cosine', 'l2', 'inner_product'),
-        format('metric must be cosine, l2 or inner_product, not %s', coalesce(metric, 'NULL'))
-    );
-    perform pgseek.check_argument(query_embedding is not null, 'query_embedding must not be NULL');
-    perform pgseek.check_argument(
-        vector_dims(query_embedding) = c.embedding_dimensions,
-        format('query_embedding has %s dimensions, the documents have %s',
-            vector_dims(query_embedding), c.embedding_dimensions)
-    );
-    perform pgseek.check_argument(
-        metric <> 'cosine' or vector_norm(query_embedding) > 0,
-        'query_embedding is a zero vector: cosine similarity is undefined for it'
-    );
+    -- Checks inline (IF, not PERFORM check_argument(...)): this runs on every search.
+    if (metric in ('cosine', 'l2', 'inner_product')) is not true then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'metric must be cosine, l2 or inner_product, not %s', coalesce(metric, 'NULL'));
+    elsif query_embedding is null then
+        raise exception using errcode = 'invalid_parameter_value',
+            message = 'query_embedding must not be NULL';
+    elsif vector_dims(query_embedding) <> c.embedding_dimensions then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'query_embedding has %s dimensions, the documents have %s',
+            vector_dims(query_embedding), c.embedding_dimensions);
+    elsif metric = 'cosine' and vector_norm(query_embedding) = 0 then
+        raise exception using errcode = 'invalid_parameter_value',
+            message = 'query_embedding is a zero vector: cosine similarity is undefined for it';
     -- pgvector sums squares in single precision: beyond these norms they overflow or
     -- underflow and distances come out wrong (a cosine of 0 or 1) without an error.
-    perform pgseek.check_argument(
-        vector_norm(query_embedding) = 0 or vector_norm(query_embedding) between 1e-18 and 1e18,
-        format('query_embedding has norm %s: it must be between 1e-18 and 1e18 '
-            '(normalize it)', vector_norm(query_embedding))
-    );
+    elsif vector_norm(query_embedding) <> 0
+        and vector_norm(query_embedding) not between 1e-18 and 1e18 then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'query_embedding has norm %s: it must be between 1e-18 and 1e18 (normalize it)',
+            vector_norm(query_embedding));
+    end if;
     operator := case metric when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end;
     -- Without an index for this metric every search is exact.
     exact := c.vector_index = 'none' or c.distance_metric <> metric;
@@ -86,17 +89,37 @@ begin
         exact := matching <= c.exact_search_max_rows;
     end if;
     oversample := case when filter is not null and not exact then 4 else 1 end;
-    sql := format(
-        'with nearest as materialized ('
-        'select d.id, (d.embedding::vector(%1$s) %2$s $1::vector(%1$s))::float8 as distance '
+    nearest := format(
+        'select d.id, d.content, d.metadata, '
+        '(d.embedding::vector(%1$s) %2$s $1::vector(%1$s))::float8 as distance '
         'from pgseek.documents as d where vector_dims(d.embedding) = %1$s %3$s '
-        'order by d.embedding::vector(%1$s) %2$s $1::vector(%1$s) limit $4) '
-        'select n.id, n.distance from nearest as n order by n.distance, n.id limit $3',
+        'order by d.embedding::vector(%1$s) %2$s $1::vector(%1$s) limit $4',
         c.embedding_dimensions, operator,
         case when filter is not null then 'and d.metadata @> $2' else '' end
     );
 end
 $$;
+
+-- Returns search_similar()'s statement for a vector_search_plan(): the nearest rows,
+-- re-sorted (an iterative scan returns them in relaxed order), ranked, thresholded and
+-- paged. Parameters: $1 = query vector, $2 = filter, $3 = the last row's rank
+-- (page_offset + k), $4 = rows to take from the index, $5 = min_similarity,
+-- $6 = page_offset. One statement, no nested
+-- function call: search_similar() stays close to the bare pgvector query.
+create or replace function pgseek.similar_query(nearest text, metric text)
+returns text
+language sql
+immutable
+parallel safe
+return format(
+    'with nearest as materialized (%2$s) '
+    'select n.id, n.content, n.metadata, pgseek.similarity(n.distance, %1$L), n.distance, '
+    '(row_number() over (order by n.distance, n.id))::integer '
+    'from nearest as n '
+    'where $5::float8 is null or pgseek.similarity(n.distance, %1$L) >= $5 '
+    'order by n.distance, n.id offset $6 limit $3 - $6',
+    metric, nearest
+);
 
 -- Sets, for the calling function only (it must declare these settings in a SET
 -- clause), what a vector scan needs: an exact scan turns index scans off; an index
@@ -108,20 +131,22 @@ returns void
 language plpgsql
 volatile
 as $$
-declare
-    c pgseek.config;
 begin
-    select * into strict c from pgseek.config;
     if exact then
         perform set_config('enable_indexscan', 'off', true);
         return;
     end if;
-    perform set_config('hnsw.ef_search',
-        least(greatest(coalesce(ef_search, c.ef_search), depth), 1000)::text, true);
-    perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
-    perform set_config('hnsw.max_scan_tuples', '1000000', true);
-    perform set_config('ivfflat.probes', coalesce(probes, c.ivfflat_probes)::text, true);
-    perform set_config('ivfflat.iterative_scan', 'relaxed_order', true);
+    -- One statement: each PERFORM is a query of its own, and this runs on every search.
+    perform
+        set_config('hnsw.ef_search',
+            least(greatest(coalesce(apply_vector_settings.ef_search, c.ef_search), depth), 1000)::text,
+            true),
+        set_config('hnsw.iterative_scan', 'relaxed_order', true),
+        set_config('hnsw.max_scan_tuples', '1000000', true),
+        set_config('ivfflat.probes',
+            coalesce(apply_vector_settings.probes, c.ivfflat_probes)::text, true),
+        set_config('ivfflat.iterative_scan', 'relaxed_order', true)
+    from pgseek.config as c;
 end
 $$;
 
@@ -155,7 +180,11 @@ begin
     perform pgseek.apply_vector_settings(
         plan.exact or force_exact, depth * plan.oversample, ef_search, probes
     );
-    return query execute plan.sql using query_embedding, filter, depth, depth * plan.oversample;
+    return query execute format(
+        'with nearest as materialized (%s) '
+        'select n.id, n.distance from nearest as n order by n.distance, n.id limit $3',
+        plan.nearest
+    ) using query_embedding, filter, depth, depth * plan.oversample;
 end
 $$;
 
@@ -378,40 +407,43 @@ returns table (
 )
 language plpgsql
 volatile
+set enable_indexscan = on
+set "hnsw.ef_search" = 40
+set "hnsw.iterative_scan" = off
+set "hnsw.max_scan_tuples" = 20000
+set "ivfflat.probes" = 1
+set "ivfflat.iterative_scan" = off
 as $$
+declare
+    plan record;
 begin
-    perform pgseek.check_argument(query_embedding is not null, 'query_embedding must not be NULL');
-    perform pgseek.check_argument(k between 1 and 1000,
-        format('k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL')));
-    perform pgseek.check_argument(page_offset between 0 and 10000,
-        format('page_offset must be between 0 and 10000, got %s', coalesce(page_offset::text, 'NULL')));
-    perform pgseek.check_argument(filter is null or jsonb_typeof(filter) = 'object',
-        format('filter must be a JSON object, not %s', jsonb_typeof(filter)));
-    perform pgseek.check_argument(ef_search is null or ef_search between 1 and 1000,
-        format('ef_search must be between 1 and 1000, got %s', ef_search));
-    perform pgseek.check_argument(probes is null or probes between 1 and 32768,
-        format('probes must be between 1 and 32768, got %s', probes));
-    perform pgseek.check_argument(
-        min_similarity is null or min_similarity between '-Infinity' and 'Infinity',
-        format('min_similarity must be a finite number, got %s', min_similarity));
-    -- Checked here as well as in vector_search_plan(): pgseek.similarity() is inlined,
-    -- so with an unknown metric the planner folds the min_similarity condition below to
-    -- false and never runs vector_candidates(): an empty result instead of an error.
-    perform pgseek.check_argument(
-        metric in ('cosine', 'l2', 'inner_product'),
-        format('metric must be cosine, l2 or inner_product, not %s', coalesce(metric, 'NULL'))
+    -- Checks inline (IF, not PERFORM check_argument(...)): each PERFORM is a query.
+    if (k between 1 and 1000) is not true then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL'));
+    elsif (page_offset between 0 and 10000) is not true then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'page_offset must be between 0 and 10000, got %s', coalesce(page_offset::text, 'NULL'));
+    elsif jsonb_typeof(filter) <> 'object' then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'filter must be a JSON object, not %s', jsonb_typeof(filter));
+    elsif ef_search not between 1 and 1000 then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'ef_search must be between 1 and 1000, got %s', ef_search);
+    elsif probes not between 1 and 32768 then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'probes must be between 1 and 32768, got %s', probes);
+    elsif min_similarity not between '-Infinity' and 'Infinity' then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'min_similarity must be a finite number, got %s', min_similarity);
+    end if;
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter);
+    perform pgseek.apply_vector_settings(
+        plan.exact, (k + page_offset) * plan.oversample, ef_search, probes
     );
-    return query
-    select d.id, d.content, d.metadata, pgseek.similarity(v.distance, metric), v.distance,
-        (row_number() over (order by v.distance, v.id))::integer
-    from pgseek.vector_candidates(
-        query_embedding, k + page_offset, metric, filter, ef_search, probes
-    ) as v
-    inner join pgseek.documents as d on v.id = d.id
-    where min_similarity is null or pgseek.similarity(v.distance, metric) >= min_similarity
-    order by v.distance, v.id
-    offset page_offset
-    limit k;
+    return query execute pgseek.similar_query(plan.nearest, metric)
+    using query_embedding, filter, k + page_offset, (k + page_offset) * plan.oversample,
+        min_similarity, page_offset;
 end
 $$;
 
@@ -464,30 +496,40 @@ declare
     metric text := (select c.distance_metric from pgseek.config as c);
     has_text boolean := query_text is not null and query_text ~ '[^[:space:]]';
 begin
-    perform pgseek.check_argument(mode in ('convex', 'rrf', 'weighted', 'dbsf', 'vector', 'text'),
-        format('mode must be convex, rrf, weighted, dbsf, vector or text, not %s',
-            coalesce(mode, 'NULL')));
-    perform pgseek.check_argument(k between 1 and 1000,
-        format('k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL')));
-    perform pgseek.check_argument(page_offset between 0 and 10000,
-        format('page_offset must be between 0 and 10000, got %s', coalesce(page_offset::text, 'NULL')));
-    perform pgseek.check_argument(
-        vector_weight between 0 and 1 and text_weight between 0 and 1,
-        format('vector_weight and text_weight must be between 0 and 1, got %s and %s',
-            coalesce(vector_weight::text, 'NULL'), coalesce(text_weight::text, 'NULL')));
-    perform pgseek.check_argument(vector_weight + text_weight > 0,
-        'vector_weight and text_weight must not both be 0');
-    perform pgseek.check_argument(rrf_k between 1 and 10000,
-        format('rrf_k must be between 1 and 10000, got %s', coalesce(rrf_k::text, 'NULL')));
-    perform pgseek.check_argument(candidates is null or candidates between 1 and 10000,
-        format('candidates must be between 1 and 10000, got %s', candidates));
-    perform pgseek.check_argument(filter is null or jsonb_typeof(filter) = 'object',
-        format('filter must be a JSON object, not %s', jsonb_typeof(filter)));
-    perform pgseek.check_argument(
-        min_similarity is null or min_similarity between '-Infinity' and 'Infinity',
-        format('min_similarity must be a finite number, got %s', min_similarity));
-    perform pgseek.check_argument(has_text or (query_embedding is not null and mode <> 'text'),
-        'query_text must not be empty (or pass query_embedding for a vector search)');
+    -- Checks inline (IF, not PERFORM check_argument(...)): each PERFORM is a query.
+    if (mode in ('convex', 'rrf', 'weighted', 'dbsf', 'vector', 'text')) is not true then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'mode must be convex, rrf, weighted, dbsf, vector or text, not %s',
+            coalesce(mode, 'NULL'));
+    elsif (k between 1 and 1000) is not true then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL'));
+    elsif (page_offset between 0 and 10000) is not true then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'page_offset must be between 0 and 10000, got %s', coalesce(page_offset::text, 'NULL'));
+    elsif (vector_weight between 0 and 1 and text_weight between 0 and 1) is not true then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'vector_weight and text_weight must be between 0 and 1, got %s and %s',
+            coalesce(vector_weight::text, 'NULL'), coalesce(text_weight::text, 'NULL'));
+    elsif vector_weight + text_weight = 0 then
+        raise exception using errcode = 'invalid_parameter_value',
+            message = 'vector_weight and text_weight must not both be 0';
+    elsif (rrf_k between 1 and 10000) is not true then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'rrf_k must be between 1 and 10000, got %s', coalesce(rrf_k::text, 'NULL'));
+    elsif candidates not between 1 and 10000 then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'candidates must be between 1 and 10000, got %s', candidates);
+    elsif jsonb_typeof(filter) <> 'object' then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'filter must be a JSON object, not %s', jsonb_typeof(filter));
+    elsif min_similarity not between '-Infinity' and 'Infinity' then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'min_similarity must be a finite number, got %s', min_similarity);
+    elsif not (has_text or (query_embedding is not null and mode <> 'text')) then
+        raise exception using errcode = 'invalid_parameter_value',
+            message = 'query_text must not be empty (or pass query_embedding for a vector search)';
+    end if;
     depth := greatest(coalesce(candidates, greatest(100, 2 * k)), k);
     -- Text mode runs no vector search, but a query vector still gives vector_similarity:
     -- the same checks (dimensions, zero, norm), or it comes out NaN.
@@ -666,8 +708,9 @@ begin
         case when plan.exact then 'exact' else 'index' end,
         current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan'),
         current_setting('ivfflat.probes'), current_setting('enable_indexscan'));
-    return query execute 'explain (analyze, buffers, costs off) ' || plan.sql
-    using query_embedding, filter, k, k * plan.oversample;
+    return query execute 'explain (analyze, buffers, costs off) '
+        || pgseek.similar_query(plan.nearest, metric)
+    using query_embedding, filter, k, k * plan.oversample, null::float8, 0;
 end
 $$;
 
