@@ -34,7 +34,7 @@ from pathlib import Path
 from benchdb import connect, machine
 from benchlib import DEFAULT_CORPUS, ROOT, Context, log
 
-SECTIONS = ["indexes", "search", "quality", "ingest", "retention", "scale"]
+SECTIONS = ["indexes", "search", "quality", "ingest", "retention", "tenants", "scale"]
 
 
 def available_sections() -> list[str]:
