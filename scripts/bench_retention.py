@@ -78,7 +78,7 @@ def timed(conn, sql: str) -> float:
 
 
 def run(ctx: Context) -> dict:
-    live, expired = (1000, 20_000) if ctx.quick else (5000, 1_000_000)
+    live, expired = (1000, 20_000) if ctx.quick else (5000, 500_000)
     url = create_database(ctx.server_url, DB)
     texts = load(ctx, url, live, expired)
     vectors = [vector_literal(v) for v in ctx.corpus_set().query_vectors]

@@ -12,8 +12,10 @@
 -- looked up through the primary key, (lexeme, document) by (lexeme, document), in a
 -- subquery the planner cannot turn into a hash join (OFFSET 0): it cannot see how many
 -- lexemes unnest() yields, and would otherwise read the whole table to delete a few
--- rows. That lookup is what a delete costs: about 6 us per posting, 35 for a passage of
--- 100 words. SECURITY DEFINER: see above.
+-- rows. Lookups and inserts go in key order (a third faster than in row order: each
+-- index page is visited once per run of neighbouring keys). Removing postings is most
+-- of what deleting a document costs: about 35 lookups for a passage of 100 words.
+-- SECURITY DEFINER: see above.
 create or replace function pgseek.documents_postings_changed()
 returns trigger
 language plpgsql
@@ -27,16 +29,21 @@ begin
     if tg_op = 'INSERT' then
         insert into pgseek.text_postings (term, document_id, tf, doc_length, tenant)
         select t.lexeme, n.id, coalesce(array_length(t.positions, 1), 1), length(n.fts), n.tenant
-        from new_rows as n, unnest(n.fts) as t;
+        from new_rows as n, unnest(n.fts) as t
+        order by 1, 2;
     elsif tg_op = 'DELETE' then
         delete from pgseek.text_postings as p
         using (
             select x.posting
-            from old_rows as o
-            cross join lateral unnest(tsvector_to_array(o.fts)) as t (term)
+            from (
+                select o.id, t.term
+                from old_rows as o, unnest(tsvector_to_array(o.fts)) as t (term)
+                order by t.term, o.id
+                offset 0
+            ) as o
             cross join lateral (
                 select q.ctid as posting from pgseek.text_postings as q
-                where q.term = t.term and q.document_id = o.id
+                where q.term = o.term and q.document_id = o.id
                 offset 0
             ) as x
         ) as gone
@@ -46,17 +53,21 @@ begin
         delete from pgseek.text_postings as p
         using (
             select x.posting
-            from old_rows as o
-            cross join lateral unnest(tsvector_to_array(o.fts)) as t (term)
+            from (
+                select o.id, t.term
+                from old_rows as o, unnest(tsvector_to_array(o.fts)) as t (term)
+                where not exists (
+                    select from new_rows as n
+                    where n.id = o.id and n.fts = o.fts and n.tenant is not distinct from o.tenant
+                )
+                order by t.term, o.id
+                offset 0
+            ) as o
             cross join lateral (
                 select q.ctid as posting from pgseek.text_postings as q
-                where q.term = t.term and q.document_id = o.id
+                where q.term = o.term and q.document_id = o.id
                 offset 0
             ) as x
-            where not exists (
-                select from new_rows as n
-                where n.id = o.id and n.fts = o.fts and n.tenant is not distinct from o.tenant
-            )
         ) as gone
         where p.ctid = gone.posting;
         insert into pgseek.text_postings (term, document_id, tf, doc_length, tenant)
@@ -65,7 +76,8 @@ begin
         where not exists (
             select from old_rows as o
             where o.id = n.id and o.fts = n.fts and o.tenant is not distinct from n.tenant
-        );
+        )
+        order by 1, 2;
     end if;
     return null;
 end

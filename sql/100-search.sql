@@ -382,6 +382,41 @@ begin
 end
 $$;
 
+-- Raises 22023 (invalid_parameter_value) naming the argument when one of
+-- search_similar()'s (and explain_search()'s) is out of range; the vector itself is
+-- checked by vector_search_plan(). One IF chain (a PERFORM per check is a query each).
+create or replace function pgseek.check_search_arguments(
+    k integer, page_offset integer, filter jsonb, ef_search integer, probes integer,
+    min_similarity double precision
+)
+returns void
+language plpgsql
+immutable
+parallel safe
+as $$
+begin
+    if (k between 1 and 1000) is not true then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL'));
+    elsif (page_offset between 0 and 10000) is not true then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'page_offset must be between 0 and 10000, got %s', coalesce(page_offset::text, 'NULL'));
+    elsif jsonb_typeof(filter) <> 'object' then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'filter must be a JSON object, not %s', jsonb_typeof(filter));
+    elsif ef_search not between 1 and 1000 then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'ef_search must be between 1 and 1000, got %s', ef_search);
+    elsif probes not between 1 and 32768 then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'probes must be between 1 and 32768, got %s', probes);
+    elsif min_similarity not between '-Infinity' and 'Infinity' then
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'min_similarity must be a finite number, got %s', min_similarity);
+    end if;
+end
+$$;
+
 -- Returns the k documents nearest to query_embedding, best first: id, content,
 -- metadata, similarity (see pgseek.similarity), distance (the pgvector operator's
 -- value) and rank. With a filter (metadata containment), exactly k rows come back
@@ -417,26 +452,7 @@ as $$
 declare
     plan record;
 begin
-    -- Checks inline (IF, not PERFORM check_argument(...)): each PERFORM is a query.
-    if (k between 1 and 1000) is not true then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL'));
-    elsif (page_offset between 0 and 10000) is not true then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'page_offset must be between 0 and 10000, got %s', coalesce(page_offset::text, 'NULL'));
-    elsif jsonb_typeof(filter) <> 'object' then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'filter must be a JSON object, not %s', jsonb_typeof(filter));
-    elsif ef_search not between 1 and 1000 then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'ef_search must be between 1 and 1000, got %s', ef_search);
-    elsif probes not between 1 and 32768 then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'probes must be between 1 and 32768, got %s', probes);
-    elsif min_similarity not between '-Infinity' and 'Infinity' then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'min_similarity must be a finite number, got %s', min_similarity);
-    end if;
+    perform pgseek.check_search_arguments(k, page_offset, filter, ef_search, probes, min_similarity);
     plan := pgseek.vector_search_plan(query_embedding, metric, filter);
     perform pgseek.apply_vector_settings(
         plan.exact, (k + page_offset) * plan.oversample, ef_search, probes
@@ -699,8 +715,7 @@ as $$
 declare
     plan record;
 begin
-    perform pgseek.check_argument(k between 1 and 1000,
-        format('k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL')));
+    perform pgseek.check_search_arguments(k, 0, filter, ef_search, probes, null);
     plan := pgseek.vector_search_plan(query_embedding, metric, filter);
     perform pgseek.apply_vector_settings(plan.exact, k * plan.oversample, ef_search, probes);
     return next format('-- %s scan; hnsw.ef_search = %s, hnsw.iterative_scan = %s, '

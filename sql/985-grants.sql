@@ -96,7 +96,8 @@ begin
             values
             ('pgseek_reader', array[
                 'search_similar', 'hybrid_search', 'check_recall', 'embed', 'similarity', 'check_argument', 'vector_search_plan',
-                'similar_query', 'apply_vector_settings', 'vector_candidates', 'lexeme_query',
+                'similar_query', 'check_search_arguments', 'apply_vector_settings',
+                'vector_candidates', 'lexeme_query',
                 'any_term_query', 'text_candidates', 'term_frequency', 'bm25_term',
                 'or_query',
                 -- tenants: row security and the tenant columns' defaults call these

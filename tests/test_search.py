@@ -426,6 +426,12 @@ BAD_ARGUMENTS = [
         "select * from pgseek.hybrid_search('x', '[1,2]'::vector)",
         "query_embedding has 2 dimensions",
     ),
+    # explain_search takes search_similar's arguments and checks them the same way
+    ("select pgseek.explain_search(%(q)s::vector, 0)", "k must be between 1 and 1000"),
+    ("select pgseek.explain_search(%(q)s::vector, filter => '[1]')", "filter must be a JSON"),
+    ("select pgseek.explain_search(%(q)s::vector, ef_search => 0)", "ef_search must be"),
+    ("select pgseek.explain_search(%(q)s::vector, probes => -1)", "probes must be"),
+    ("select pgseek.explain_search(%(q)s::vector, metric => 'x')", "metric must be"),
 ]
 
 
