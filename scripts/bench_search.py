@@ -541,7 +541,8 @@ def report(r: dict, ctx: Context) -> list[str]:
         "(the same query with index scans off); hybrid_search against itself with every "
         "vector search exact (`exact_search_max_rows` raised in a rolled-back transaction). "
         f"pgseek scans exactly when a filter matches at most "
-        f"{r['config']['exact_search_max_rows']:,} rows, else iterates the HNSW index.",
+        f"{r['config']['exact_search_max_rows']:,} rows, or (estimated from a sample) at most "
+        "sqrt(32 x rows asked for x table rows), else iterates the HNSW index.",
         "",
         "| filter (rows matching) | query | rows returned (mean / min) | recall@10 | p50 ms "
         "| p95 ms |",

@@ -42,8 +42,16 @@ $$;
 -- filter, taking 4 times as many as asked for (relaxed order stops at the first rows
 -- that pass) and the caller keeps the nearest. The query takes $1 = query vector,
 -- $2 = filter, $4 = rows to take. Checks the vector (22023 naming the problem).
+--
+-- Past exact_search_max_rows the choice is about speed only. An exact scan costs about
+-- its matching rows m; an iterative scan visits about 4 * depth / (m / N) rows of N,
+-- each some 8 times dearer (measured: bench/report.md, Filtered search). So with depth
+-- given, a filter whose estimated m is at most sqrt(32 * depth * N) is scanned exactly
+-- too: hybrid_search's 100 candidates under a filter matching 10% of 100K rows. m is
+-- estimated from a sample of about 100 pages of the table. exact_search_max_rows = 0
+-- turns exact scans for filters off altogether (the index path, e.g. to test it).
 create or replace function pgseek.vector_search_plan(
-    query_embedding vector, metric text, filter jsonb,
+    query_embedding vector, metric text, filter jsonb, depth integer default null,
     out nearest text, out exact boolean, out oversample integer
 )
 language plpgsql
@@ -53,6 +61,10 @@ declare
     c pgseek.config;
     operator text;
     matching bigint;
+    table_rows double precision;
+    table_pages double precision;
+    sampled double precision;
+    hits double precision;
 begin
     select * into strict c from pgseek.config;
     -- Checks inline (IF, not PERFORM check_argument(...)): this runs on every search.
@@ -87,6 +99,17 @@ begin
             c.embedding_dimensions
         ) into matching using filter, c.exact_search_max_rows + 1;
         exact := matching <= c.exact_search_max_rows;
+        select greatest(t.reltuples, 0), greatest(t.relpages, 1) into table_rows, table_pages
+        from pg_catalog.pg_class as t where t.oid = 'pgseek.documents'::regclass;
+        if not exact and depth is not null and table_rows > 0 and c.exact_search_max_rows > 0 then
+            execute format(
+                'select count(*) filter (where d.metadata @> $1 and vector_dims(d.embedding) = %s),'
+                ' count(*) from pgseek.documents as d tablesample system (%s) repeatable (0)',
+                c.embedding_dimensions, least(100, 100 * 100 / table_pages)
+            ) into hits, sampled using filter;
+            exact := sampled > 0
+                and (hits / sampled * table_rows) ^ 2 <= 32 * depth * table_rows;
+        end if;
     end if;
     oversample := case when filter is not null and not exact then 4 else 1 end;
     nearest := format(
@@ -176,7 +199,7 @@ as $$
 declare
     plan record;
 begin
-    plan := pgseek.vector_search_plan(query_embedding, metric, filter);
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth);
     perform pgseek.apply_vector_settings(
         plan.exact or force_exact, depth * plan.oversample, ef_search, probes
     );
@@ -453,7 +476,7 @@ declare
     plan record;
 begin
     perform pgseek.check_search_arguments(k, page_offset, filter, ef_search, probes, min_similarity);
-    plan := pgseek.vector_search_plan(query_embedding, metric, filter);
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter, k + page_offset);
     perform pgseek.apply_vector_settings(
         plan.exact, (k + page_offset) * plan.oversample, ef_search, probes
     );
@@ -716,7 +739,7 @@ declare
     plan record;
 begin
     perform pgseek.check_search_arguments(k, 0, filter, ef_search, probes, null);
-    plan := pgseek.vector_search_plan(query_embedding, metric, filter);
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter, k);
     perform pgseek.apply_vector_settings(plan.exact, k * plan.oversample, ef_search, probes);
     return next format('-- %s scan; hnsw.ef_search = %s, hnsw.iterative_scan = %s, '
         'ivfflat.probes = %s, enable_indexscan = %s',
