@@ -32,16 +32,18 @@ begin
 end
 $$;
 
--- Returns how to find the nearest documents to a query vector: `nearest`, the query
--- (for a WITH ... AS MATERIALIZED) that takes them from the table, nearest first, with
--- id, content, metadata and distance; whether it is an exact scan; and how many rows it
--- takes per row asked for. The filtering guarantee: when a metadata filter matches at
--- most config.exact_search_max_rows rows, those rows are scanned exactly (GIN finds
--- them, a sort ranks them), so a selective filter still yields every match; otherwise
--- the HNSW index is scanned iteratively (pgvector 0.8) until enough rows pass the
--- filter, taking 4 times as many as asked for (relaxed order stops at the first rows
--- that pass) and the caller keeps the nearest. The query takes $1 = query vector,
--- $2 = filter, $4 = rows to take. Checks the vector (22023 naming the problem).
+-- Returns how to find the nearest documents to a query vector: `nearest`, the query that
+-- takes them from the table, nearest first, with id, content, metadata and distance
+-- (for a WITH ... AS MATERIALIZED: as a plain subquery the planner trusts the index's
+-- order, which an iterative scan relaxes, and skips the re-sort: an Incremental Sort on
+-- a "presorted" distance); whether it is an exact scan; and how many rows it takes per
+-- row asked for. The filtering guarantee: when a metadata filter matches at most
+-- config.exact_search_max_rows rows, those rows are scanned exactly (GIN finds them, a
+-- sort ranks them), so a selective filter still yields every match; otherwise the HNSW
+-- index is scanned iteratively (pgvector 0.8) until enough rows pass the filter, taking
+-- 4 times as many as asked for (relaxed order stops at the first rows that pass) and the
+-- caller keeps the nearest. The query takes $1 = query vector, $2 = filter, $4 = rows to
+-- take. Checks the vector (22023 naming the problem).
 --
 -- Past exact_search_max_rows the choice is about speed only. An exact scan costs about
 -- its matching rows m; an iterative scan visits about 4 * depth / (m / N) rows of N,
@@ -99,15 +101,15 @@ begin
             c.embedding_dimensions
         ) into matching using filter, c.exact_search_max_rows + 1;
         exact := matching <= c.exact_search_max_rows;
-        select greatest(t.reltuples, 0), greatest(t.relpages, 1) into table_rows, table_pages
-        from pg_catalog.pg_class as t where t.oid = 'pgseek.documents'::regclass;
-        if not exact and depth is not null and table_rows > 0 and c.exact_search_max_rows > 0 then
+        if not exact and depth is not null and c.exact_search_max_rows > 0 then
+            select greatest(t.reltuples, 0), greatest(t.relpages, 1) into table_rows, table_pages
+            from pg_catalog.pg_class as t where t.oid = 'pgseek.documents'::regclass;
             execute format(
                 'select count(*) filter (where d.metadata @> $1 and vector_dims(d.embedding) = %s),'
                 ' count(*) from pgseek.documents as d tablesample system (%s) repeatable (0)',
                 c.embedding_dimensions, least(100, 100 * 100 / table_pages)
             ) into hits, sampled using filter;
-            exact := sampled > 0
+            exact := sampled > 0 and table_rows > 0
                 and (hits / sampled * table_rows) ^ 2 <= 32 * depth * table_rows;
         end if;
     end if;

@@ -151,14 +151,15 @@ def test_filtering_guarantee(c, key, exact_rows):
     try:
         for seed in range(10):
             q = query_vector(c, 100 + seed)
-            got = [
-                r[0]
-                for r in c.execute(
-                    "select id from pgseek.search_similar(%s::vector, 10, filter => %s)",
-                    (q, filter_json),
-                )
-            ]
+            rows = c.execute(
+                "select id, distance from pgseek.search_similar(%s::vector, 10, filter => %s)",
+                (q, filter_json),
+            ).fetchall()
+            got = [r[0] for r in rows]
             assert len(got) == 10
+            # best first, also after an iterative scan, whose relaxed order the function
+            # must re-sort (a plain subquery let the planner skip that sort)
+            assert [r[1] for r in rows] == sorted(r[1] for r in rows)
             exact = exact_neighbours(c, q, 10, filter_json)
             recalls.append(len(set(got) & set(exact)) / 10)
     finally:
@@ -178,6 +179,10 @@ def test_plans_use_hnsw_without_a_selective_filter_and_gin_with_one(c):
         )
     )
     assert f"Index Scan using documents_embedding_{DIMS}_hnsw_cosine" in half
+    # the iterative scan's rows (relaxed order) are sorted again, fully: the planner
+    # must not take the index's order as given (an Incremental Sort on a "presorted"
+    # distance returns them as the scan found them)
+    assert "Incremental Sort" not in half and "Sort Key: n.distance, n.id" in half
     rare = "\n".join(
         r[0]
         for r in c.execute(
