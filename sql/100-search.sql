@@ -129,8 +129,8 @@ $$;
 -- re-sorted (an iterative scan returns them in relaxed order), ranked, thresholded and
 -- paged. Parameters: $1 = query vector, $2 = filter, $3 = the last row's rank
 -- (page_offset + k), $4 = rows to take from the index, $5 = min_similarity,
--- $6 = page_offset. One statement, no nested
--- function call: search_similar() stays close to the bare pgvector query.
+-- $6 = page_offset. One statement, no nested function call: search_similar() stays
+-- close to the bare pgvector query.
 create or replace function pgseek.similar_query(nearest text, metric text)
 returns text
 language sql
