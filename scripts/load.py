@@ -14,7 +14,8 @@ production, connect directly. Afterwards the queue is drained, a last purge runs
 the ledger the writers kept in the same transactions as their changes is checked:
 every inserted row that has not expired is present and embedded, queued or
 dead-lettered with a reason; no row past its retention period survives; no live row is
-missing; every row deleted is gone. Errors (aborted pgbench clients, failed
+missing; every row deleted is gone; the keyword postings are exactly the documents'
+lexemes. Errors (aborted pgbench clients, failed
 transactions) are counted; the target is zero.
 
 The database, pgseek_load on DATABASE_URL's server, is created afresh each run: seed
@@ -420,6 +421,18 @@ def check(url: str) -> dict:
                 "rows past retention still present": one(
                     "select count(*) from pgseek.documents as d, pgseek.retention_policies as p"
                     " where d.metadata @> p.match and d.created_at < now() - p.keep"
+                ),
+                # the keyword postings, kept by triggers through every concurrent write,
+                # against what the documents' tsvectors say (either side's extra rows)
+                "keyword postings out of step with their documents": one(
+                    "select count(*) from ((select term, document_id, tf, doc_length, tenant"
+                    " from pgseek.text_postings except all select t.lexeme, d.id,"
+                    " coalesce(array_length(t.positions, 1), 1)::smallint, length(d.fts),"
+                    " d.tenant from pgseek.documents as d, unnest(d.fts) as t) union all"
+                    " (select t.lexeme, d.id, coalesce(array_length(t.positions, 1), 1)::smallint,"
+                    " length(d.fts), d.tenant from pgseek.documents as d, unnest(d.fts) as t"
+                    " except all select term, document_id, tf, doc_length, tenant"
+                    " from pgseek.text_postings)) as x"
                 ),
             },
         }
