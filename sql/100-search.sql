@@ -408,8 +408,9 @@ end
 $$;
 
 -- Raises 22023 (invalid_parameter_value) naming the argument when one of
--- search_similar()'s (and explain_search()'s) is out of range; the vector itself is
--- checked by vector_search_plan(). One IF chain (a PERFORM per check is a query each).
+-- search_similar()'s (and explain_search()'s) is out of range; hybrid_search() checks its
+-- k, page_offset, filter and min_similarity here too. The vector itself is checked by
+-- vector_search_plan(). One IF chain (a PERFORM per check is a query each).
 create or replace function pgseek.check_search_arguments(
     k integer, page_offset integer, filter jsonb, ef_search integer, probes integer,
     min_similarity double precision
@@ -542,13 +543,10 @@ begin
         raise exception using errcode = 'invalid_parameter_value', message = format(
             'mode must be convex, rrf, weighted, dbsf, vector or text, not %s',
             coalesce(mode, 'NULL'));
-    elsif (k between 1 and 1000) is not true then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'k must be between 1 and 1000, got %s', coalesce(k::text, 'NULL'));
-    elsif (page_offset between 0 and 10000) is not true then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'page_offset must be between 0 and 10000, got %s', coalesce(page_offset::text, 'NULL'));
-    elsif (vector_weight between 0 and 1 and text_weight between 0 and 1) is not true then
+    end if;
+    -- k, page_offset, filter and min_similarity: the same checks as search_similar's
+    perform pgseek.check_search_arguments(k, page_offset, filter, null, null, min_similarity);
+    if (vector_weight between 0 and 1 and text_weight between 0 and 1) is not true then
         raise exception using errcode = 'invalid_parameter_value', message = format(
             'vector_weight and text_weight must be between 0 and 1, got %s and %s',
             coalesce(vector_weight::text, 'NULL'), coalesce(text_weight::text, 'NULL'));
@@ -561,12 +559,6 @@ begin
     elsif candidates not between 1 and 10000 then
         raise exception using errcode = 'invalid_parameter_value', message = format(
             'candidates must be between 1 and 10000, got %s', candidates);
-    elsif jsonb_typeof(filter) <> 'object' then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'filter must be a JSON object, not %s', jsonb_typeof(filter));
-    elsif min_similarity not between '-Infinity' and 'Infinity' then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'min_similarity must be a finite number, got %s', min_similarity);
     elsif not (has_text or (query_embedding is not null and mode <> 'text')) then
         raise exception using errcode = 'invalid_parameter_value',
             message = 'query_text must not be empty (or pass query_embedding for a vector search)';
