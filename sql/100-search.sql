@@ -34,16 +34,16 @@ $$;
 
 -- Returns how to find the nearest documents to a query vector: `nearest`, the query that
 -- takes them from the table, nearest first, with id, content, metadata and distance
--- (for a WITH ... AS MATERIALIZED: as a plain subquery the planner trusts the index's
--- order, which an iterative scan relaxes, and skips the re-sort: an Incremental Sort on
--- a "presorted" distance); whether it is an exact scan; and how many rows it takes per
+-- (after an iterative scan, for a WITH ... AS MATERIALIZED: see similar_query());
+-- whether it is an exact scan; and how many rows it takes per
 -- row asked for. The filtering guarantee: when a metadata filter matches at most
 -- config.exact_search_max_rows rows, those rows are scanned exactly (GIN finds them, a
 -- sort ranks them), so a selective filter still yields every match; otherwise the HNSW
 -- index is scanned iteratively (pgvector 0.8) until enough rows pass the filter, taking
 -- 4 times as many as asked for (relaxed order stops at the first rows that pass) and the
 -- caller keeps the nearest. The query takes $1 = query vector, $2 = filter, $4 = rows to
--- take. Checks the vector (22023 naming the problem).
+-- take and, with `excluding`, $3 = ids to leave out (uuid[]: rows an earlier pass found).
+-- Checks the vector (22023 naming the problem).
 --
 -- Past exact_search_max_rows the choice is about speed only. An exact scan costs about
 -- its matching rows m; an iterative scan visits about 4 * depth / (m / N) rows of N,
@@ -54,14 +54,15 @@ $$;
 -- turns exact scans for filters off altogether (the index path, e.g. to test it).
 create or replace function pgseek.vector_search_plan(
     query_embedding vector, metric text, filter jsonb, depth integer default null,
-    out nearest text, out exact boolean, out oversample integer
+    excluding boolean default false,
+    out nearest text, out exact boolean, out oversample integer,
+    out ef_search integer, out probes integer
 )
 language plpgsql
 stable
 as $$
 declare
     c pgseek.config;
-    operator text;
     matching bigint;
     table_rows double precision;
     table_pages double precision;
@@ -69,29 +70,34 @@ declare
     hits double precision;
 begin
     select * into strict c from pgseek.config;
-    -- Checks inline (IF, not PERFORM check_argument(...)): this runs on every search.
-    if (metric in ('cosine', 'l2', 'inner_product')) is not true then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'metric must be cosine, l2 or inner_product, not %s', coalesce(metric, 'NULL'));
-    elsif query_embedding is null then
-        raise exception using errcode = 'invalid_parameter_value',
-            message = 'query_embedding must not be NULL';
-    elsif vector_dims(query_embedding) <> c.embedding_dimensions then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'query_embedding has %s dimensions, the documents have %s',
-            vector_dims(query_embedding), c.embedding_dimensions);
-    elsif metric = 'cosine' and vector_norm(query_embedding) = 0 then
-        raise exception using errcode = 'invalid_parameter_value',
-            message = 'query_embedding is a zero vector: cosine similarity is undefined for it';
-    -- pgvector sums squares in single precision: beyond these norms they overflow or
-    -- underflow and distances come out wrong (a cosine of 0 or 1) without an error.
-    elsif vector_norm(query_embedding) <> 0
-        and vector_norm(query_embedding) not between 1e-18 and 1e18 then
-        raise exception using errcode = 'invalid_parameter_value', message = format(
-            'query_embedding has norm %s: it must be between 1e-18 and 1e18 (normalize it)',
-            vector_norm(query_embedding));
+    -- Checks inline (IF, not PERFORM check_argument(...)): this runs on every search,
+    -- and a valid call takes one test (each is an expression PL/pgSQL sets up again in
+    -- every transaction); the chain below finds what is wrong.
+    if (metric in ('cosine', 'l2', 'inner_product')
+        and vector_dims(query_embedding) = c.embedding_dimensions
+        and vector_norm(query_embedding) between 1e-18 and 1e18) is not true then
+        if (metric in ('cosine', 'l2', 'inner_product')) is not true then
+            raise exception using errcode = 'invalid_parameter_value', message = format(
+                'metric must be cosine, l2 or inner_product, not %s', coalesce(metric, 'NULL'));
+        elsif query_embedding is null then
+            raise exception using errcode = 'invalid_parameter_value',
+                message = 'query_embedding must not be NULL';
+        elsif vector_dims(query_embedding) <> c.embedding_dimensions then
+            raise exception using errcode = 'invalid_parameter_value', message = format(
+                'query_embedding has %s dimensions, the documents have %s',
+                vector_dims(query_embedding), c.embedding_dimensions);
+        elsif metric = 'cosine' and vector_norm(query_embedding) = 0 then
+            raise exception using errcode = 'invalid_parameter_value',
+                message = 'query_embedding is a zero vector: cosine similarity is undefined for it';
+        -- pgvector sums squares in single precision: beyond these norms they overflow or
+        -- underflow and distances come out wrong (a cosine of 0 or 1) without an error.
+        elsif vector_norm(query_embedding) <> 0
+            and vector_norm(query_embedding) not between 1e-18 and 1e18 then
+            raise exception using errcode = 'invalid_parameter_value', message = format(
+                'query_embedding has norm %s: it must be between 1e-18 and 1e18 (normalize it)',
+                vector_norm(query_embedding));
+        end if;
     end if;
-    operator := case metric when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end;
     -- Without an index for this metric every search is exact.
     exact := c.vector_index = 'none' or c.distance_metric <> metric;
     if filter is not null and not exact then
@@ -114,43 +120,62 @@ begin
         end if;
     end if;
     oversample := case when filter is not null and not exact then 4 else 1 end;
+    ef_search := c.ef_search;
+    probes := c.ivfflat_probes;
     nearest := format(
         'select d.id, d.content, d.metadata, '
         '(d.embedding::vector(%1$s) %2$s $1::vector(%1$s))::float8 as distance '
-        'from pgseek.documents as d where vector_dims(d.embedding) = %1$s %3$s '
+        'from pgseek.documents as d where vector_dims(d.embedding) = %1$s %3$s %4$s '
         'order by d.embedding::vector(%1$s) %2$s $1::vector(%1$s) limit $4',
-        c.embedding_dimensions, operator,
-        case when filter is not null then 'and d.metadata @> $2' else '' end
+        c.embedding_dimensions,
+        case metric when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end,
+        case when filter is not null then 'and d.metadata @> $2' end,
+        case when excluding then 'and d.id <> all ($3)' end
     );
 end
 $$;
 
--- Returns search_similar()'s statement for a vector_search_plan(): the nearest rows,
--- re-sorted (an iterative scan returns them in relaxed order), ranked, thresholded and
--- paged. Parameters: $1 = query vector, $2 = filter, $3 = the last row's rank
--- (page_offset + k), $4 = rows to take from the index, $5 = min_similarity,
--- $6 = page_offset. One statement, no nested function call: search_similar() stays
--- close to the bare pgvector query.
-create or replace function pgseek.similar_query(nearest text, metric text)
+-- Returns search_similar()'s statement for a vector_search_plan(..., excluding => true):
+-- the rows ranked `ranked` + 1 to `depth`, nearest first, with their similarity and
+-- rank, above the threshold and past the page offset. Parameters: $1 = query vector,
+-- $2 = filter, $3 = ids to leave out, $4 = rows the scan takes, $5 = min_similarity,
+-- $6 = page_offset, $7 = ranked (rows an earlier pass ranked), $8 = depth.
+-- `sorted`: the scan returns rows in distance order, as a plain index scan does (ties
+-- in the same order on every call with the same ef_search), so the nearest query is a
+-- plain subquery, ranked as it comes. Otherwise (an exact scan's ties, an iterative
+-- scan's relaxed order) the rows are sorted by distance and id, the nearest query in a
+-- MATERIALIZED CTE: as a plain subquery the planner trusts the index's order and
+-- breaks only ties (an Incremental Sort on a "presorted" distance), wrong after an
+-- iterative scan.
+create or replace function pgseek.similar_query(nearest text, metric text, sorted boolean)
 returns text
 language sql
 immutable
 parallel safe
 return format(
-    'with nearest as materialized (%2$s) '
-    'select n.id, n.content, n.metadata, pgseek.similarity(n.distance, %1$L), n.distance, '
-    '(row_number() over (order by n.distance, n.id))::integer '
-    'from nearest as n '
-    'where $5::float8 is null or pgseek.similarity(n.distance, %1$L) >= $5 '
-    'order by n.distance, n.id offset $6 limit $3 - $6',
+    case
+        when sorted
+            then
+                'select n.id, n.content, n.metadata, pgseek.similarity(n.distance, %1$L), '
+                'n.distance, (row_number() over () + $7)::integer from (%2$s) as n '
+                'where $5::float8 is null or pgseek.similarity(n.distance, %1$L) >= $5 '
+        else
+            'with nearest as materialized (%2$s) select n.id, n.content, n.metadata, '
+            'pgseek.similarity(n.distance, %1$L), n.distance, '
+            '(row_number() over (order by n.distance, n.id) + $7)::integer from nearest as n '
+            'where $5::float8 is null or pgseek.similarity(n.distance, %1$L) >= $5 '
+            'order by n.distance, n.id '
+    end
+    || 'offset greatest($6 - $7, 0) limit $8 - greatest($6, $7)',
     metric, nearest
 );
 
 -- Sets, for the calling function only (it must declare these settings in a SET
--- clause), what a vector scan needs: an exact scan turns index scans off; an index
--- scan gets ef_search / probes and iterative scanning (relaxed order; callers re-sort).
+-- clause), what a vector scan of `depth` rows needs: an exact scan turns index scans
+-- off; an index scan gets ef_search (at least depth) / probes and, when `iterate`,
+-- iterative scanning (relaxed order; callers re-sort).
 create or replace function pgseek.apply_vector_settings(
-    exact boolean, depth integer, ef_search integer, probes integer
+    exact boolean, depth integer, ef_search integer, probes integer, iterate boolean
 )
 returns void
 language plpgsql
@@ -163,15 +188,11 @@ begin
     end if;
     -- One statement: each PERFORM is a query of its own, and this runs on every search.
     perform
-        set_config('hnsw.ef_search',
-            least(greatest(coalesce(apply_vector_settings.ef_search, c.ef_search), depth), 1000)::text,
-            true),
-        set_config('hnsw.iterative_scan', 'relaxed_order', true),
+        set_config('hnsw.ef_search', least(greatest(ef_search, depth), 1000)::text, true),
+        set_config('hnsw.iterative_scan', case when iterate then 'relaxed_order' else 'off' end, true),
         set_config('hnsw.max_scan_tuples', '1000000', true),
-        set_config('ivfflat.probes',
-            coalesce(apply_vector_settings.probes, c.ivfflat_probes)::text, true),
-        set_config('ivfflat.iterative_scan', 'relaxed_order', true)
-    from pgseek.config as c;
+        set_config('ivfflat.probes', probes::text, true),
+        set_config('ivfflat.iterative_scan', case when iterate then 'relaxed_order' else 'off' end, true);
 end
 $$;
 
@@ -203,7 +224,8 @@ declare
 begin
     plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth);
     perform pgseek.apply_vector_settings(
-        plan.exact or force_exact, depth * plan.oversample, ef_search, probes
+        plan.exact or force_exact, depth * plan.oversample,
+        coalesce(ef_search, plan.ef_search), coalesce(probes, plan.probes), true
     );
     return query execute format(
         'with nearest as materialized (%s) '
@@ -448,6 +470,14 @@ $$;
 -- value) and rank. With a filter (metadata containment), exactly k rows come back
 -- whenever k rows match (see vector_search_plan). ef_search / probes override
 -- pgseek.config for this call. page_offset skips that many results.
+--
+-- Without a filter or threshold every row the index finds is a result, so the index
+-- is scanned plainly, not iteratively: pgvector's iterative mode keeps every element it
+-- visits for later batches, some 20% dearer per search. A plain scan yields at most its
+-- ef_search nearest index entries, and entries of deleted rows not yet vacuumed (or of
+-- rows not yet visible) among them can leave it short of k + page_offset rows: then
+-- the search goes on iteratively past the rows it found. (With a threshold, a short
+-- page is the common case and could not tell a cut from a short scan: iterative.)
 create or replace function pgseek.search_similar(
     query_embedding vector,
     k integer default 10,
@@ -477,15 +507,33 @@ set "ivfflat.iterative_scan" = off
 as $$
 declare
     plan record;
+    depth constant integer := k + page_offset;
+    iterate constant boolean := filter is not null or min_similarity is not null;
+    returned integer;
+    found uuid [];
 begin
     perform pgseek.check_search_arguments(k, page_offset, filter, ef_search, probes, min_similarity);
-    plan := pgseek.vector_search_plan(query_embedding, metric, filter, k + page_offset);
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth, excluding => true);
+    ef_search := coalesce(ef_search, plan.ef_search);
+    probes := coalesce(probes, plan.probes);
     perform pgseek.apply_vector_settings(
-        plan.exact, (k + page_offset) * plan.oversample, ef_search, probes
+        plan.exact, depth * plan.oversample, ef_search, probes, iterate
     );
-    return query execute pgseek.similar_query(plan.nearest, metric)
-    using query_embedding, filter, k + page_offset, (k + page_offset) * plan.oversample,
-        min_similarity, page_offset;
+    return query execute pgseek.similar_query(plan.nearest, metric, not (iterate or plan.exact))
+    using query_embedding, filter, '{}'::uuid [], depth * plan.oversample, min_similarity,
+        page_offset, 0, depth;
+    get diagnostics returned = row_count;
+    if returned = k or iterate or plan.exact then
+        return;
+    end if;
+    -- Short: the table holds fewer rows, or the plain scan met dead entries. Its rows
+    -- again (the same scan), then an iterative one past them.
+    execute format('select coalesce(array_agg(n.id), ''{}'') from (%s) as n', plan.nearest)
+    into found using query_embedding, filter, '{}'::uuid [], depth;
+    perform pgseek.apply_vector_settings(false, depth - cardinality(found), ef_search, probes, true);
+    return query execute pgseek.similar_query(plan.nearest, metric, false)
+    using query_embedding, filter, found, depth - cardinality(found), min_similarity,
+        page_offset, cardinality(found), depth;
 end
 $$;
 
@@ -709,8 +757,8 @@ end
 $$;
 
 -- Returns the EXPLAIN ANALYZE lines of the vector query a search_similar() call with
--- these arguments runs, with the settings it runs under (the plan of a function call
--- itself shows only a Function Scan).
+-- these arguments runs first, with the settings it runs under (the plan of a function
+-- call itself shows only a Function Scan).
 create or replace function pgseek.explain_search(
     query_embedding vector,
     k integer default 10,
@@ -733,16 +781,19 @@ declare
     plan record;
 begin
     perform pgseek.check_search_arguments(k, 0, filter, ef_search, probes, null);
-    plan := pgseek.vector_search_plan(query_embedding, metric, filter, k);
-    perform pgseek.apply_vector_settings(plan.exact, k * plan.oversample, ef_search, probes);
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter, k, excluding => true);
+    perform pgseek.apply_vector_settings(
+        plan.exact, k * plan.oversample, coalesce(ef_search, plan.ef_search),
+        coalesce(probes, plan.probes), filter is not null
+    );
     return next format('-- %s scan; hnsw.ef_search = %s, hnsw.iterative_scan = %s, '
         'ivfflat.probes = %s, enable_indexscan = %s',
         case when plan.exact then 'exact' else 'index' end,
         current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan'),
         current_setting('ivfflat.probes'), current_setting('enable_indexscan'));
     return query execute 'explain (analyze, buffers, costs off) '
-        || pgseek.similar_query(plan.nearest, metric)
-    using query_embedding, filter, k, k * plan.oversample, null::float8, 0;
+        || pgseek.similar_query(plan.nearest, metric, not (filter is not null or plan.exact))
+    using query_embedding, filter, '{}'::uuid [], k * plan.oversample, null::float8, 0, 0, k;
 end
 $$;
 

@@ -207,6 +207,70 @@ def test_pages_do_not_overlap(c):
     assert page1 + page2 == both
 
 
+def test_a_scan_short_of_dead_entries_goes_on_past_them(conn):
+    """Without a filter search_similar scans the index plainly (not iteratively), which
+    yields at most ef_search index entries: when the nearest ones belong to deleted rows
+    not yet vacuumed, it must go on iteratively and still return k rows, ranked, best
+    first, with no row twice, pages apart."""
+    conn.execute("update pgseek.config set embedding_dimensions = 8, embedding_mode = 'off'")
+    conn.execute("alter table pgseek.documents set (autovacuum_enabled = false)")
+    conn.execute("select setseed(0.7)")
+    conn.execute(
+        "insert into pgseek.documents (content, embedding)"
+        # 8 + i * 0: a correlated subquery, so that every row draws a vector of its own
+        " select 'row ' || i,"
+        " (select array_agg(random() - 0.5) from generate_series(1, 8 + i * 0))::vector"
+        " from generate_series(1, 3000) as i"
+    )
+    for (statement,) in conn.execute("select pgseek.vector_index_ddl()").fetchall():
+        conn.execute(statement)
+    conn.execute("analyze pgseek.documents")  # so that the planner takes the index
+    q = "[0.3,-0.2,0.1,0.4,-0.1,0.2,0.3,-0.4]"
+    nearest = "select id from pgseek.documents order by embedding <=> %s::vector, id limit %s"
+    conn.execute(
+        f"delete from pgseek.documents where id in ({nearest})", (q, 15)
+    )  # committed: dead, still in the index
+    with conn.transaction():
+        conn.execute("set local hnsw.ef_search = 10")
+        plain = conn.execute(
+            "select id from pgseek.documents where vector_dims(embedding) = 8"
+            " order by embedding::vector(8) <=> %s::vector(8) limit 10",
+            (q,),
+        ).fetchall()
+    assert len(plain) < 10  # a plain scan of 10 entries: the 15 nearest are dead
+    exact = [r[0] for r in conn.execute(nearest, (q, 20))]
+    page1 = conn.execute(
+        "select id, distance, rank from pgseek.search_similar(%s::vector, 10, ef_search => 10)",
+        (q,),
+    ).fetchall()
+    page2 = conn.execute(
+        "select id, distance, rank from pgseek.search_similar(%s::vector, 10, ef_search => 10,"
+        " page_offset => 10)",
+        (q,),
+    ).fetchall()
+    assert [r[2] for r in page1 + page2] == list(range(1, 21))
+    assert [r[1] for r in page1] == sorted(r[1] for r in page1)
+    ids = [r[0] for r in page1 + page2]
+    assert len(set(ids)) == 20
+    assert len(set(ids[:10]) & set(exact[:10])) >= 9
+
+
+def test_fewer_rows_than_asked_for_come_back_ranked(conn):
+    conn.execute("update pgseek.config set embedding_dimensions = 3, embedding_mode = 'off'")
+    conn.execute(
+        "insert into pgseek.documents (content, embedding) values"
+        " ('a', '[1,0,0]'), ('b', '[1,1,0]'), ('c', '[0,1,1]')"
+    )
+    for (statement,) in conn.execute("select pgseek.vector_index_ddl()").fetchall():
+        conn.execute(statement)
+    rows = conn.execute("select content, rank from pgseek.search_similar('[1,0,0]', 10)").fetchall()
+    assert rows == [("a", 1), ("b", 2), ("c", 3)]
+    rows = conn.execute(
+        "select content, rank from pgseek.search_similar('[1,0,0]', 10, page_offset => 2)"
+    ).fetchall()
+    assert rows == [("c", 3)]
+
+
 def test_callers_settings_are_left_alone(corpus, c):
     q = query_vector(c, 6)
     with psycopg.connect(corpus.url) as conn:  # one transaction, like a pooled client
