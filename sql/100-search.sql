@@ -32,18 +32,20 @@ begin
 end
 $$;
 
--- Returns how to find the nearest documents to a query vector: `nearest`, the query that
--- takes them from the table, nearest first, with id, content, metadata and distance
--- (after an iterative scan, for a WITH ... AS MATERIALIZED: see similar_query());
--- whether it is an exact scan; and how many rows it takes per
--- row asked for. The filtering guarantee: when a metadata filter matches at most
--- config.exact_search_max_rows rows, those rows are scanned exactly (GIN finds them, a
--- sort ranks them), so a selective filter still yields every match; otherwise the HNSW
--- index is scanned iteratively (pgvector 0.8) until enough rows pass the filter, taking
--- 4 times as many as asked for (relaxed order stops at the first rows that pass) and the
--- caller keeps the nearest. The query takes $1 = query vector, $2 = filter, $4 = rows to
--- take and, with `excluding`, $3 = ids to leave out (uuid[]: rows an earlier pass found).
--- Checks the vector (22023 naming the problem).
+-- Returns how to find the nearest documents to a query vector: `nearest`, the query
+-- that takes them from the table, nearest first, with id, content, metadata and
+-- distance (after an iterative scan, for a WITH ... AS MATERIALIZED: see
+-- similar_query()); whether it is an exact scan; how many rows it takes per row asked
+-- for; the configured ef_search and probes; and whether rows the index finds may not
+-- count (`filtered`: a filter, or row security on documents). The filtering guarantee:
+-- when a metadata filter matches at most config.exact_search_max_rows rows, those rows
+-- are scanned exactly (GIN finds them, a sort ranks them), so a selective filter still
+-- yields every match; otherwise the HNSW index is scanned iteratively (pgvector 0.8)
+-- until enough rows pass the filter, taking 4 times as many as asked for (relaxed order
+-- stops at the first rows that pass) and the caller keeps the nearest. The query takes
+-- $1 = query vector, $2 = filter, $4 = rows to take and, with `excluding`, $3 = ids to
+-- leave out (uuid[]: rows an earlier pass found). Checks the vector (22023 naming the
+-- problem).
 --
 -- Past exact_search_max_rows the choice is about speed only. An exact scan costs about
 -- its matching rows m; an iterative scan visits about 4 * depth / (m / N) rows of N,
@@ -56,20 +58,22 @@ create or replace function pgseek.vector_search_plan(
     query_embedding vector, metric text, filter jsonb, depth integer default null,
     excluding boolean default false,
     out nearest text, out exact boolean, out oversample integer,
-    out ef_search integer, out probes integer
+    out ef_search integer, out probes integer, out filtered boolean
 )
 language plpgsql
 stable
 as $$
 declare
-    c pgseek.config;
+    c record;
     matching bigint;
     table_rows double precision;
     table_pages double precision;
     sampled double precision;
     hits double precision;
 begin
-    select * into strict c from pgseek.config;
+    select config.*, t.relrowsecurity into strict c
+    from pgseek.config as config, pg_catalog.pg_class as t
+    where t.oid = 'pgseek.documents'::regclass;
     -- Checks inline (IF, not PERFORM check_argument(...)): this runs on every search,
     -- and a valid call takes one test (each is an expression PL/pgSQL sets up again in
     -- every transaction); the chain below finds what is wrong.
@@ -122,6 +126,8 @@ begin
     oversample := case when filter is not null and not exact then 4 else 1 end;
     ef_search := c.ef_search;
     probes := c.ivfflat_probes;
+    -- Whether rows the index finds may not count: a filter, or row security (tenants).
+    filtered := filter is not null or c.relrowsecurity;
     nearest := format(
         'select d.id, d.content, d.metadata, '
         '(d.embedding::vector(%1$s) %2$s $1::vector(%1$s))::float8 as distance '
@@ -471,13 +477,14 @@ $$;
 -- whenever k rows match (see vector_search_plan). ef_search / probes override
 -- pgseek.config for this call. page_offset skips that many results.
 --
--- Without a filter or threshold every row the index finds is a result, so the index
--- is scanned plainly, not iteratively: pgvector's iterative mode keeps every element it
--- visits for later batches, some 20% dearer per search. A plain scan yields at most its
--- ef_search nearest index entries, and entries of deleted rows not yet vacuumed (or of
--- rows not yet visible) among them can leave it short of k + page_offset rows: then
--- the search goes on iteratively past the rows it found. (With a threshold, a short
--- page is the common case and could not tell a cut from a short scan: iterative.)
+-- Without a filter, threshold or row security (tenants) every row the index finds is a
+-- result, so the index is scanned plainly, not iteratively: pgvector's iterative mode
+-- keeps every element it visits for later batches, some 20% dearer per scan. A plain
+-- scan yields at most its ef_search nearest index entries, and entries of deleted rows
+-- not yet vacuumed (or of rows not yet visible) among them can leave it short of k +
+-- page_offset rows: then the search goes on iteratively past the rows it found. (With a
+-- threshold, a short page is the common case and could not tell a cut from a short
+-- scan: iterative.)
 create or replace function pgseek.search_similar(
     query_embedding vector,
     k integer default 10,
@@ -508,12 +515,13 @@ as $$
 declare
     plan record;
     depth constant integer := k + page_offset;
-    iterate constant boolean := filter is not null or min_similarity is not null;
+    iterate boolean;
     returned integer;
     found uuid [];
 begin
     perform pgseek.check_search_arguments(k, page_offset, filter, ef_search, probes, min_similarity);
     plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth, excluding => true);
+    iterate := plan.filtered or min_similarity is not null;
     ef_search := coalesce(ef_search, plan.ef_search);
     probes := coalesce(probes, plan.probes);
     perform pgseek.apply_vector_settings(
@@ -784,7 +792,7 @@ begin
     plan := pgseek.vector_search_plan(query_embedding, metric, filter, k, excluding => true);
     perform pgseek.apply_vector_settings(
         plan.exact, k * plan.oversample, coalesce(ef_search, plan.ef_search),
-        coalesce(probes, plan.probes), filter is not null
+        coalesce(probes, plan.probes), plan.filtered
     );
     return next format('-- %s scan; hnsw.ef_search = %s, hnsw.iterative_scan = %s, '
         'ivfflat.probes = %s, enable_indexscan = %s',
@@ -792,7 +800,7 @@ begin
         current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan'),
         current_setting('ivfflat.probes'), current_setting('enable_indexscan'));
     return query execute 'explain (analyze, buffers, costs off) '
-        || pgseek.similar_query(plan.nearest, metric, not (filter is not null or plan.exact))
+        || pgseek.similar_query(plan.nearest, metric, not (plan.filtered or plan.exact))
     using query_embedding, filter, '{}'::uuid [], k * plan.oversample, null::float8, 0, 0, k;
 end
 $$;
