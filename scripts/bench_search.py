@@ -183,14 +183,18 @@ def run_method(
 
 
 def run_paired(
-    conn: psycopg.Connection, first: str, second: str, params: list[dict], rounds: int
+    first: tuple[psycopg.Connection, str],
+    second: tuple[psycopg.Connection, str],
+    params: list[dict],
+    rounds: int,
 ) -> tuple[dict, dict]:
-    """Two methods timed query by query in turns, so that both see the same machine: a
-    ratio of two figures measured minutes apart on a shared 2-core machine moves by 10%
-    from run to run. Which goes first alternates from query to query (the second call on
-    the same query vector finds the graph's pages in the CPU caches). Results as
+    """Two methods (a connection and a statement each: the connections may differ in
+    settings) timed query by query in turns, so that both see the same machine: a ratio
+    of two figures measured minutes apart on a shared 2-core machine moves by 10% from
+    run to run. Which goes first alternates from query to query (the second call on the
+    same query vector finds the graph's pages in the CPU caches). Results as
     run_method's."""
-    for sql in (first, second):
+    for conn, sql in (first, second):
         conn.execute(sql, params[0]).fetchall()
     latencies: tuple[list, list] = ([], [])
     ids: tuple[list, list] = ([], [])
@@ -198,7 +202,7 @@ def run_paired(
         ids = ([], [])
         for n, p in enumerate(params):
             for i in (0, 1) if n % 2 == 0 else (1, 0):
-                sql = (first, second)[i]
+                conn, sql = (first, second)[i]
                 t = time.perf_counter()
                 rows = conn.execute(sql, p).fetchall()
                 latencies[i].append((time.perf_counter() - t) * 1000)
@@ -321,8 +325,14 @@ def overhead(ctx: Context, url: str, params: list[dict]) -> dict:
         # search_similar sets its own ef_search (100, from pgseek.config) for each call,
         # whatever the session says: the two alternate, query by query
         conn.execute("set hnsw.ef_search = 100")
-        raw, similar = run_paired(conn, RAW, SEARCH_SIMILAR, params, rounds)
+        raw, similar = run_paired((conn, RAW), (conn, SEARCH_SIMILAR), params, rounds)
         out["raw_ef100"], out["search_similar"] = scored(raw), scored(similar)
+        # search_similar scans without iterating when nothing filters the rows: what
+        # pgvector's iterative mode costs when it need not iterate
+        log("raw pgvector query at ef_search 100, scanned plainly and iteratively")
+        with connect(url, options=f"{RECIPE_OPTIONS} -c hnsw.iterative_scan=relaxed_order") as it:
+            plain, iterative = run_paired((conn, RAW), (it, RAW), params, rounds)
+        out["raw_ef100_plain"], out["raw_ef100_iterative"] = scored(plain), scored(iterative)
         conn.execute("reset hnsw.ef_search")
         log("hybrid_search: given vector, default and rrf mode")
         out["hybrid_vector"] = scored(run_method(conn, HYBRID_VECTOR, params, rounds))
@@ -350,6 +360,7 @@ def overhead(ctx: Context, url: str, params: list[dict]) -> dict:
     p50 = {name: m["ms"]["p50"] for name, m in out.items() if isinstance(m, dict) and "ms" in m}
     out["ratios"] = {
         "search_similar_vs_raw": p50["search_similar"] / p50["raw_ef100"],
+        "raw_iterative_vs_plain": p50["raw_ef100_iterative"] / p50["raw_ef100_plain"],
         "hybrid_vs_correct_rrf": p50["hybrid_vector"] / p50["correct_rrf"],
         "hybrid_rrf_vs_correct_rrf": p50["hybrid_vector_rrf"] / p50["correct_rrf"],
         "hybrid_vs_supabase": p50["hybrid_vector"] / p50["supabase_rrf"],
@@ -533,6 +544,9 @@ def report(r: dict, ctx: Context) -> list[str]:
         f"| `pgseek.search_similar(v, 10)` | {ms(o['search_similar'])} | "
         f"**{ratios['search_similar_vs_raw']:.2f}x** raw "
         f"({verdict(ratios['search_similar_vs_raw'], 1.1)}) |",
+        "| raw pgvector query, `hnsw.ef_search` 100, `hnsw.iterative_scan = relaxed_order` | "
+        f"{ms(o['raw_ef100_iterative'])} | {ratios['raw_iterative_vs_plain']:.2f}x the same "
+        f"query scanned plainly ({o['raw_ef100_plain']['ms']['p50']:.2f} ms, in turns) |",
         f"| correct RRF by hand (top 100 per branch through the indexes, ts_rank_cd) | "
         f"{ms(o['correct_rrf'])} | 1 |",
         f"| `pgseek.hybrid_search(q, v, k => 10)` (convex, BM25) | {ms(o['hybrid_vector'])} | "
