@@ -109,3 +109,78 @@ begin
     end loop;
 end
 $$;
+
+-- (Re)creates pgseek.nearest_indexed(query_embedding, depth): the `depth` documents
+-- nearest to a query vector by pgseek.config's metric, through its vector index (id,
+-- content, metadata, distance), written for the configured dimensions. A cast to
+-- vector(N) and the index's predicate must appear as constants for PostgreSQL to use
+-- the index, so a query written once for every configuration is dynamic SQL, parsed
+-- and planned on every call; this one is a static statement, whose one plan PL/pgSQL
+-- keeps for the session (force_generic_plan: not knowing the LIMIT, PostgreSQL would
+-- cost its generic plan for a tenth of the table and plan every call anew). Rewritten
+-- whenever the configuration's dimensions or metric change (trigger below); PL/pgSQL,
+-- not a SQL-standard body, which would tie the columns it reads (a model change
+-- renames and drops them). SECURITY DEFINER: whoever may change pgseek.config
+-- (pgseek_admin) may have pgseek's own function follow it, and nothing else: the
+-- statement is built from the config's integer and a fixed operator.
+create or replace function pgseek.write_nearest_indexed()
+returns void
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
+as $$
+declare
+    c pgseek.config;
+    vector_schema text;  -- pgvector's
+begin
+    select * into strict c from pgseek.config;
+    select n.nspname into strict vector_schema
+    from pg_catalog.pg_extension as e
+    inner join pg_catalog.pg_namespace as n on e.extnamespace = n.oid
+    where e.extname = 'vector';
+    execute format(
+        'create or replace function pgseek.nearest_indexed('
+        'query_embedding %3$I.vector, depth integer) '
+        'returns table (id uuid, content text, metadata jsonb, distance double precision) '
+        'language plpgsql stable parallel safe '
+        'set search_path = pg_catalog, pgseek, %3$I, pg_temp '
+        'set plan_cache_mode = force_generic_plan '
+        'as $body$ begin return query '
+        'select d.id, d.content, d.metadata, (d.embedding::%3$I.vector(%1$s) '
+        'operator(%3$I.%2$s) query_embedding::%3$I.vector(%1$s))::double precision '
+        'from pgseek.documents as d where %3$I.vector_dims(d.embedding) = %1$s '
+        'order by d.embedding::%3$I.vector(%1$s) operator(%3$I.%2$s) '
+        'query_embedding::%3$I.vector(%1$s) limit depth; end $body$',
+        c.embedding_dimensions,
+        case c.distance_metric when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end,
+        vector_schema
+    );
+    execute format(
+        'comment on function pgseek.nearest_indexed(%I.vector, integer) is %L', vector_schema,
+        format('Written by pgseek.write_nearest_indexed() for %s dimensions, %s',
+            c.embedding_dimensions, c.distance_metric)
+    );
+end
+$$;
+
+-- Trigger function: keeps pgseek.nearest_indexed() written for the configuration.
+-- SECURITY DEFINER: see write_nearest_indexed().
+create or replace function pgseek.config_nearest_changed()
+returns trigger
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
+as $$
+begin
+    perform pgseek.write_nearest_indexed();
+    return null;
+end
+$$;
+
+create or replace trigger config_nearest_changed
+after insert or update of embedding_dimensions, distance_metric on pgseek.config
+for each row execute function pgseek.config_nearest_changed();
+
+select pgseek.write_nearest_indexed();

@@ -141,38 +141,26 @@ begin
 end
 $$;
 
--- Returns search_similar()'s statement for a vector_search_plan(..., excluding => true):
--- the rows ranked `ranked` + 1 to `depth`, nearest first, with their similarity and
--- rank, above the threshold and past the page offset. Parameters: $1 = query vector,
--- $2 = filter, $3 = ids to leave out, $4 = rows the scan takes, $5 = min_similarity,
--- $6 = page_offset, $7 = ranked (rows an earlier pass ranked), $8 = depth.
--- `sorted`: the scan returns rows in distance order, as a plain index scan does (ties
--- in the same order on every call with the same ef_search), so the nearest query is a
--- plain subquery, ranked as it comes. Otherwise (an exact scan's ties, an iterative
--- scan's relaxed order) the rows are sorted by distance and id, the nearest query in a
--- MATERIALIZED CTE: as a plain subquery the planner trusts the index's order and
--- breaks only ties (an Incremental Sort on a "presorted" distance), wrong after an
--- iterative scan.
-create or replace function pgseek.similar_query(nearest text, metric text, sorted boolean)
+-- Returns search_similar()'s statement for a vector_search_plan(..., excluding => true)
+-- after an exact or iterative scan: the rows ranked `ranked` + 1 to `depth`, nearest
+-- first, with their similarity and rank, above the threshold and past the page offset.
+-- Parameters: $1 = query vector, $2 = filter, $3 = ids to leave out, $4 = rows the scan
+-- takes, $5 = min_similarity, $6 = page_offset, $7 = ranked (rows an earlier pass
+-- ranked), $8 = depth. The rows are sorted by distance and id (an exact scan's ties, an
+-- iterative scan's relaxed order), the nearest query in a MATERIALIZED CTE: as a plain
+-- subquery the planner trusts the index's order and breaks only ties (an Incremental
+-- Sort on a "presorted" distance), wrong after an iterative scan.
+create or replace function pgseek.similar_query(nearest text, metric text)
 returns text
 language sql
 immutable
 parallel safe
 return format(
-    case
-        when sorted
-            then
-                'select n.id, n.content, n.metadata, pgseek.similarity(n.distance, %1$L), '
-                'n.distance, (row_number() over () + $7)::integer from (%2$s) as n '
-                'where $5::float8 is null or pgseek.similarity(n.distance, %1$L) >= $5 '
-        else
-            'with nearest as materialized (%2$s) select n.id, n.content, n.metadata, '
-            'pgseek.similarity(n.distance, %1$L), n.distance, '
-            '(row_number() over (order by n.distance, n.id) + $7)::integer from nearest as n '
-            'where $5::float8 is null or pgseek.similarity(n.distance, %1$L) >= $5 '
-            'order by n.distance, n.id '
-    end
-    || 'offset greatest($6 - $7, 0) limit $8 - greatest($6, $7)',
+    'with nearest as materialized (%2$s) select n.id, n.content, n.metadata, '
+    'pgseek.similarity(n.distance, %1$L), n.distance, '
+    '(row_number() over (order by n.distance, n.id) + $7)::integer from nearest as n '
+    'where $5::float8 is null or pgseek.similarity(n.distance, %1$L) >= $5 '
+    'order by n.distance, n.id offset greatest($6 - $7, 0) limit $8 - greatest($6, $7)',
     metric, nearest
 );
 
@@ -478,8 +466,9 @@ $$;
 -- pgseek.config for this call. page_offset skips that many results.
 --
 -- Without a filter, threshold or row security (tenants) every row the index finds is a
--- result, so the index is scanned plainly, not iteratively: pgvector's iterative mode
--- keeps every element it visits for later batches, some 20% dearer per scan. A plain
+-- result, so the index is scanned plainly, not iteratively (pgvector's iterative mode
+-- keeps every element it visits for later batches), by a static statement over
+-- pgseek.nearest_indexed() (sql/020-vector-index.sql), planned once per session. A plain
 -- scan yields at most its ef_search nearest index entries, and entries of deleted rows
 -- not yet vacuumed (or of rows not yet visible) among them can leave it short of k +
 -- page_offset rows: then the search goes on iteratively past the rows it found. (With a
@@ -511,6 +500,8 @@ set "hnsw.iterative_scan" = off
 set "hnsw.max_scan_tuples" = 20000
 set "ivfflat.probes" = 1
 set "ivfflat.iterative_scan" = off
+-- one plan for the static statements (see pgseek.nearest_indexed())
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     plan record;
@@ -527,19 +518,27 @@ begin
     perform pgseek.apply_vector_settings(
         plan.exact, depth * plan.oversample, ef_search, probes, iterate
     );
-    return query execute pgseek.similar_query(plan.nearest, metric, not (iterate or plan.exact))
-    using query_embedding, filter, '{}'::uuid [], depth * plan.oversample, min_similarity,
-        page_offset, 0, depth;
+    if iterate or plan.exact then
+        return query execute pgseek.similar_query(plan.nearest, metric)
+        using query_embedding, filter, '{}'::uuid [], depth * plan.oversample, min_similarity,
+            page_offset, 0, depth;
+        return;
+    end if;
+    -- A static statement: PL/pgSQL keeps its plan, nothing is parsed or planned per call.
+    return query
+    select n.id, n.content, n.metadata, pgseek.similarity(n.distance, metric), n.distance,
+        (row_number() over ())::integer
+    from pgseek.nearest_indexed(query_embedding, depth) as n
+    offset page_offset;
     get diagnostics returned = row_count;
-    if returned = k or iterate or plan.exact then
+    if returned = k then
         return;
     end if;
     -- Short: the table holds fewer rows, or the plain scan met dead entries. Its rows
     -- again (the same scan), then an iterative one past them.
-    execute format('select coalesce(array_agg(n.id), ''{}'') from (%s) as n', plan.nearest)
-    into found using query_embedding, filter, '{}'::uuid [], depth;
+    found := array(select n.id from pgseek.nearest_indexed(query_embedding, depth) as n);
     perform pgseek.apply_vector_settings(false, depth - cardinality(found), ef_search, probes, true);
-    return query execute pgseek.similar_query(plan.nearest, metric, false)
+    return query execute pgseek.similar_query(plan.nearest, metric)
     using query_embedding, filter, found, depth - cardinality(found), min_similarity,
         page_offset, cardinality(found), depth;
 end
@@ -800,7 +799,10 @@ begin
         current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan'),
         current_setting('ivfflat.probes'), current_setting('enable_indexscan'));
     return query execute 'explain (analyze, buffers, costs off) '
-        || pgseek.similar_query(plan.nearest, metric, not (plan.filtered or plan.exact))
+        || case when plan.filtered or plan.exact
+            then pgseek.similar_query(plan.nearest, metric)
+            else plan.nearest  -- the query of pgseek.nearest_indexed()
+        end
     using query_embedding, filter, '{}'::uuid [], k * plan.oversample, null::float8, 0, 0, k;
 end
 $$;

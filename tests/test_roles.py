@@ -35,6 +35,8 @@ INTERNAL_ROUTINES = {
     "documents_queue_updated",
     "documents_postings_changed",
     "documents_postings_truncated",
+    "config_nearest_changed",
+    "write_nearest_indexed",
     "job_id",
     "one_shot_schedule",
     "advance_maintenance",

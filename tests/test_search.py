@@ -207,6 +207,54 @@ def test_pages_do_not_overlap(c):
     assert page1 + page2 == both
 
 
+def test_the_unfiltered_search_keeps_one_plan_through_the_index(corpus):
+    """Without a filter search_similar runs a static statement (pgseek.nearest_indexed,
+    written for the configured dimensions): planned once per session, generic, and still
+    an HNSW index scan (auto_explain of the nested statements, after several calls)."""
+    notices: list[str] = []
+    with psycopg.connect(corpus.url, autocommit=True) as conn:
+        q = query_vector(conn, 21)
+        for _ in range(7):
+            conn.execute("select * from pgseek.search_similar(%s::vector, 10)", (q,)).fetchall()
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute("load 'auto_explain'")
+        for setting, value in (
+            ("log_min_duration", "0"),
+            ("log_nested_statements", "on"),
+            ("log_level", "notice"),
+        ):
+            conn.execute(f"set auto_explain.{setting} = {value}")
+        conn.execute("select * from pgseek.search_similar(%s::vector, 10)", (q,)).fetchall()
+    plan = next(n for n in notices if "pgseek.documents as d" in n)
+    assert f"Index Scan using documents_embedding_{DIMS}_hnsw_cosine" in plan
+    assert "$1" in plan  # a generic plan: the query vector is a parameter, not a constant
+
+
+def test_the_static_search_follows_a_change_of_dimensions(conn):
+    """pgseek.nearest_indexed() is rewritten when pgseek.config's dimensions or metric
+    change (trigger), and a session that searched before sees the new one."""
+    conn.execute("update pgseek.config set embedding_dimensions = 3, embedding_mode = 'off'")
+    conn.execute(
+        "insert into pgseek.documents (content, embedding) values"
+        " ('a', '[1,0,0]'), ('b', '[0,1,0]')"
+    )
+    rows = conn.execute("select content from pgseek.search_similar('[1,0.1,0]', 1)").fetchall()
+    assert rows == [("a",)]
+    conn.execute("delete from pgseek.documents")
+    conn.execute("update pgseek.config set embedding_dimensions = 2, distance_metric = 'l2'")
+    conn.execute(
+        "insert into pgseek.documents (content, embedding) values ('c', '[3,4]'), ('d', '[0,1]')"
+    )
+    rows = conn.execute(
+        "select content, distance from pgseek.search_similar('[0,0]', 2, metric => 'l2')"
+    ).fetchall()
+    assert rows == [("d", 1.0), ("c", 5.0)]
+    comment = conn.execute(
+        "select obj_description('pgseek.nearest_indexed'::regproc, 'pg_proc')"
+    ).fetchone()[0]
+    assert comment.endswith("for 2 dimensions, l2")
+
+
 def test_a_scan_short_of_dead_entries_goes_on_past_them(conn):
     """Without a filter search_similar scans the index plainly (not iteratively), which
     yields at most ef_search index entries: when the nearest ones belong to deleted rows
