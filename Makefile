@@ -60,7 +60,12 @@ migrations-freeze: ## record new revisions as released in migrations/frozen.txt
 vector-index: ## (re)build the vector index that pgseek.config asks for, concurrently
 	@DATABASE_URL="$(DB_URL)" $(PY) scripts/migrate.py vector-index
 
-lint: ## sqlfluff, pgspot and squawk over SQL, ruff over Python, frozen migrations
+# A fresh clone has no $(VENV): `make lint` and `make test` install what is missing first,
+# as `make demo` does (scripts/install.sh, idempotent).
+$(VENV)/bin/sqlfluff:
+	@scripts/install.sh
+
+lint: $(VENV)/bin/sqlfluff ## sqlfluff, pgspot and squawk over SQL, ruff over Python, frozen migrations
 	@$(VENV)/bin/sqlfluff lint --disable-progress-bar sql migrations/versions
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
