@@ -174,6 +174,10 @@ security definer
 set search_path = pg_catalog, pgseek, pg_temp
 as $$
 begin
+    if tg_op = 'UPDATE' and (old.embedding_dimensions, old.distance_metric)
+        is not distinct from (new.embedding_dimensions, new.distance_metric) then
+        return null;  -- nothing to rewrite (DDL is not free: each is a catalog change)
+    end if;
     perform pgseek.write_nearest_indexed();
     return null;
 end
