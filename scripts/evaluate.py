@@ -36,7 +36,7 @@ from benchdb import (
     machine,
     migrate,
 )
-from retrieval_metrics import ndcg_at_k, recall_at_k
+from retrieval_metrics import ndcg_at_k, paired_difference, recall_at_k
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = ROOT.parent / "shared" / "datasets" / "dbpedia-entity-5k"
@@ -177,6 +177,10 @@ class Dataset:
     titles: dict[str, str]
     queries: dict[str, str]  # the judged queries only
     qrels: dict[str, dict[str, int]]  # query id -> {document id: grade}
+
+
+# Every method is compared with this one, query by query.
+BASELINE = "pgseek vector"
 
 
 def log(message: str) -> None:
@@ -347,18 +351,35 @@ def evaluate(url: str, dataset: Dataset) -> dict:
     for method in METHODS:
         log(f"running {method.name} on {len(dataset.queries)} queries")
         results[method.name] = score(run_method(url, method, dataset), dataset)
+    baseline = [q["ndcg@10"] for q in results[BASELINE]["per_query"].values()]
+    for name, r in results.items():
+        if name != BASELINE:
+            ndcg = [
+                r["per_query"][query_id]["ndcg@10"] for query_id in results[BASELINE]["per_query"]
+            ]
+            r["vs_baseline"] = paired_difference(ndcg, baseline)
     return results
+
+
+def versus(r: dict) -> str:
+    """The paired comparison with the baseline as a table cell."""
+    if "vs_baseline" not in r:
+        return "(baseline)"
+    d = r["vs_baseline"]
+    return f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], {d['better']} / {d['worse']}"
 
 
 def table(results: dict) -> list[str]:
     lines = [
-        "| method | nDCG@10 | recall@100 | mean ms | p95 ms | results/query |",
-        "|---|---|---|---|---|---|",
+        "| method | nDCG@10 | recall@100 | mean ms | p95 ms | results/query "
+        f"| nDCG@10 - {BASELINE} [95% CI], queries better / worse |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         lines.append(
             f"| {name} | {r['ndcg@10']:.3f} | {r['recall@100']:.3f} | "
-            f"{r['latency_ms_mean']:.1f} | {r['latency_ms_p95']:.1f} | {r['results_mean']:.1f} |"
+            f"{r['latency_ms_mean']:.1f} | {r['latency_ms_p95']:.1f} | {r['results_mean']:.1f} "
+            f"| {versus(r)} |"
         )
     return lines
 
@@ -394,6 +415,12 @@ def write_report(out: Path, report: dict, command: str) -> None:
         f"{LATENCY_ROUNDS} passes over the queries.",
         "",
         *table(report["methods"]),
+        "",
+        f"The last column compares each method with {BASELINE}, query by query: the mean "
+        "difference of nDCG@10, its 95% interval by the paired bootstrap (the queries "
+        "resampled 10,000 times, seeded), and on how many queries the method scores higher "
+        "and lower. An interval that contains 0 means these queries cannot tell the two "
+        "apart.",
         "",
         *duplicate_notes(report["methods"]),
         "Methods (q = the query text):",

@@ -7,6 +7,7 @@ relevant, 2 = highly relevant); documents not in it are unjudged and count as 0.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 
 
@@ -33,3 +34,26 @@ def recall_at_k(
     if not relevant:
         return 0.0
     return len(relevant.intersection(ranked[:k])) / len(relevant)
+
+
+def paired_difference(
+    scores: Sequence[float], baseline: Sequence[float], resamples: int = 10_000, seed: int = 0
+) -> dict:
+    """How a method's per-query scores differ from a baseline's on the same queries: the
+    mean difference, its 95% interval by the paired bootstrap (queries resampled with
+    replacement, `resamples` times, seeded: the same inputs give the same interval), and
+    the queries where it scores higher and lower. An interval that contains 0 says the
+    queries cannot tell the two apart."""
+    if len(scores) != len(baseline) or not scores:
+        raise ValueError("scores and baseline must be non-empty and of the same length")
+    differences = [s - b for s, b in zip(scores, baseline, strict=True)]
+    rng = random.Random(seed)
+    n = len(differences)
+    means = sorted(sum(rng.choices(differences, k=n)) / n for _ in range(resamples))
+    return {
+        "mean": sum(differences) / n,
+        "low": means[int(0.025 * resamples)],
+        "high": means[int(0.975 * resamples) - 1],
+        "better": sum(d > 1e-12 for d in differences),
+        "worse": sum(d < -1e-12 for d in differences),
+    }

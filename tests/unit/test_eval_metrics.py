@@ -1,6 +1,7 @@
 """nDCG@k and recall@k of scripts/retrieval_metrics.py (used by `make eval`), on textbook
-examples whose answers can be checked by hand."""
+examples whose answers can be checked by hand, and the paired comparison of two methods."""
 
+import random
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 
-from retrieval_metrics import dcg, ndcg_at_k, recall_at_k
+from retrieval_metrics import dcg, ndcg_at_k, paired_difference, recall_at_k
 
 
 def test_dcg_discounts_rank_i_by_log2_of_i_plus_1():
@@ -66,3 +67,33 @@ def test_recall_relevance_threshold_is_a_grade():
 
 def test_recall_is_0_without_relevant_judgments():
     assert recall_at_k(["a"], {"a": 0}) == 0.0
+
+
+def test_paired_difference_of_identical_scores_is_zero():
+    d = paired_difference([0.5, 0.2, 0.9], [0.5, 0.2, 0.9])
+    assert (d["mean"], d["low"], d["high"], d["better"], d["worse"]) == (0, 0, 0, 0, 0)
+
+
+def test_paired_difference_interval_holds_the_mean_and_excludes_0_for_a_clear_gain():
+    rng = random.Random(1)
+    baseline = [rng.random() for _ in range(40)]
+    scores = [b + 0.1 + rng.uniform(-0.02, 0.02) for b in baseline]
+    d = paired_difference(scores, baseline)
+    assert d["low"] <= d["mean"] <= d["high"]
+    assert d["low"] > 0 and d["better"] == 40 and d["worse"] == 0
+    assert paired_difference(scores, baseline) == d  # seeded
+
+
+def test_paired_difference_interval_contains_0_for_noise():
+    rng = random.Random(2)
+    baseline = [rng.random() for _ in range(40)]
+    noise = [rng.uniform(0, 0.1) for _ in range(20)]
+    scores = [b + e for b, e in zip(baseline, noise + [-e for e in noise], strict=True)]
+    d = paired_difference(scores, baseline)  # as many wins as losses, mean 0
+    assert abs(d["mean"]) < 1e-12 and d["low"] < 0 < d["high"]
+    assert (d["better"], d["worse"]) == (20, 20)
+
+
+def test_paired_difference_needs_matching_lists():
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([0.1], [0.1, 0.2])
