@@ -43,8 +43,7 @@ $$;
 -- yields every match; otherwise the HNSW index is scanned iteratively (pgvector 0.8)
 -- until enough rows pass the filter, taking 4 times as many as asked for (relaxed order
 -- stops at the first rows that pass) and the caller keeps the nearest. The query takes
--- $1 = query vector, $2 = filter, $4 = rows to take and, with `excluding`, $3 = ids to
--- leave out (uuid[]: rows an earlier pass found). Checks the vector (22023 naming the
+-- $1 = query vector, $2 = filter, $4 = rows to take. Checks the vector (22023 naming the
 -- problem).
 --
 -- Past exact_search_max_rows the choice is about speed only. An exact scan costs about
@@ -56,7 +55,6 @@ $$;
 -- turns exact scans for filters off altogether (the index path, e.g. to test it).
 create or replace function pgseek.vector_search_plan(
     query_embedding vector, metric text, filter jsonb, depth integer default null,
-    excluding boolean default false,
     out nearest text, out exact boolean, out oversample integer,
     out ef_search integer, out probes integer, out filtered boolean
 )
@@ -131,36 +129,35 @@ begin
     nearest := format(
         'select d.id, d.content, d.metadata, '
         '(d.embedding::vector(%1$s) %2$s $1::vector(%1$s))::float8 as distance '
-        'from pgseek.documents as d where vector_dims(d.embedding) = %1$s %3$s %4$s '
+        'from pgseek.documents as d where vector_dims(d.embedding) = %1$s %3$s '
         'order by d.embedding::vector(%1$s) %2$s $1::vector(%1$s) limit $4',
         c.embedding_dimensions,
         case metric when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end,
-        case when filter is not null then 'and d.metadata @> $2' end,
-        case when excluding then 'and d.id <> all ($3)' end
+        case when filter is not null then 'and d.metadata @> $2' end
     );
 end
 $$;
 
--- Returns search_similar()'s statement for a vector_search_plan(..., excluding => true)
--- after an exact or iterative scan: the rows ranked `ranked` + 1 to `depth`, nearest
--- first, with their similarity and rank, above the threshold and past the page offset.
--- Parameters: $1 = query vector, $2 = filter, $3 = ids to leave out, $4 = rows the scan
--- takes, $5 = min_similarity, $6 = page_offset, $7 = ranked (rows an earlier pass
--- ranked), $8 = depth. The rows are sorted by distance and id (an exact scan's ties, an
--- iterative scan's relaxed order), the nearest query in a MATERIALIZED CTE: as a plain
--- subquery the planner trusts the index's order and breaks only ties (an Incremental
--- Sort on a "presorted" distance), wrong after an iterative scan.
+-- Returns search_similar()'s statement for a vector_search_plan() that scans exactly or
+-- iteratively: the nearest rows, re-sorted by distance and id (an exact scan's ties, an
+-- iterative scan's relaxed order), ranked, thresholded and paged. Parameters: $1 = query
+-- vector, $2 = filter, $3 = the last row's rank (page_offset + k), $4 = rows to take
+-- from the index, $5 = min_similarity, $6 = page_offset. The nearest query is a
+-- MATERIALIZED CTE: as a plain subquery the planner trusts the index's order and breaks
+-- only ties (an Incremental Sort on a "presorted" distance), wrong after an iterative
+-- scan.
 create or replace function pgseek.similar_query(nearest text, metric text)
 returns text
 language sql
 immutable
 parallel safe
 return format(
-    'with nearest as materialized (%2$s) select n.id, n.content, n.metadata, '
-    'pgseek.similarity(n.distance, %1$L), n.distance, '
-    '(row_number() over (order by n.distance, n.id) + $7)::integer from nearest as n '
+    'with nearest as materialized (%2$s) '
+    'select n.id, n.content, n.metadata, pgseek.similarity(n.distance, %1$L), n.distance, '
+    '(row_number() over (order by n.distance, n.id))::integer '
+    'from nearest as n '
     'where $5::float8 is null or pgseek.similarity(n.distance, %1$L) >= $5 '
-    'order by n.distance, n.id offset greatest($6 - $7, 0) limit $8 - greatest($6, $7)',
+    'order by n.distance, n.id offset $6 limit $3 - $6',
     metric, nearest
 );
 
@@ -467,11 +464,12 @@ $$;
 --
 -- Without a filter, threshold or row security (tenants) every row the index finds is a
 -- result, so the index is scanned plainly, not iteratively (pgvector's iterative mode
--- keeps every element it visits for later batches), by a static statement over
+-- keeps every element it visits for later batches), by static statements over
 -- pgseek.nearest_indexed() (sql/020-vector-index.sql), planned once per session. A plain
 -- scan yields at most its ef_search nearest index entries, and entries of deleted rows
 -- not yet vacuumed (or of rows not yet visible) among them can leave it short of k +
--- page_offset rows: then the search goes on iteratively past the rows it found. (With a
+-- page_offset rows: then the search is made again with the iterative scan, which goes
+-- on past them (so are searches deeper than 1000 rows, ef_search's limit). (With a
 -- threshold, a short page is the common case and could not tell a cut from a short
 -- scan: iterative.)
 create or replace function pgseek.search_similar(
@@ -505,42 +503,49 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
     plan record;
-    depth constant integer := k + page_offset;
+    depth integer;
     iterate boolean;
-    returned integer;
-    found uuid [];
+    ids uuid [];
+    contents text [];
+    metadatas jsonb [];
+    distances double precision [];
 begin
     perform pgseek.check_search_arguments(k, page_offset, filter, ef_search, probes, min_similarity);
-    plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth, excluding => true);
-    iterate := plan.filtered or min_similarity is not null;
+    depth := k + page_offset;
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth);
+    -- (a plain scan yields at most ef_search rows, which stops at 1000)
+    iterate := plan.filtered or min_similarity is not null or depth > 1000;
     ef_search := coalesce(ef_search, plan.ef_search);
     probes := coalesce(probes, plan.probes);
     perform pgseek.apply_vector_settings(
         plan.exact, depth * plan.oversample, ef_search, probes, iterate
     );
-    if iterate or plan.exact then
-        return query execute pgseek.similar_query(plan.nearest, metric)
-        using query_embedding, filter, '{}'::uuid [], depth * plan.oversample, min_similarity,
-            page_offset, 0, depth;
-        return;
+    if not (iterate or plan.exact) then
+        -- Static statements: PL/pgSQL keeps their plans, nothing is parsed or planned
+        -- per call. The rows are kept until it is clear there are enough of them.
+        select
+            array_agg(n.id order by n.i), array_agg(n.content order by n.i),
+            array_agg(n.metadata order by n.i), array_agg(n.distance order by n.i)
+        into ids, contents, metadatas, distances
+        from pgseek.nearest_indexed(query_embedding, depth) with ordinality as n (
+            id, content, metadata, distance, i
+        );
+        if cardinality(ids) = depth then
+            return query
+            select u.id, u.content, u.metadata, pgseek.similarity(u.distance, metric),
+                u.distance, u.i::integer
+            from unnest(ids, contents, metadatas, distances) with ordinality as u (
+                id, content, metadata, distance, i
+            )
+            offset page_offset;
+            return;
+        end if;
+        -- Short: the table holds fewer rows, or the plain scan met entries of dead
+        -- rows. The iterative scan goes on past them.
+        perform pgseek.apply_vector_settings(false, depth, ef_search, probes, true);
     end if;
-    -- A static statement: PL/pgSQL keeps its plan, nothing is parsed or planned per call.
-    return query
-    select n.id, n.content, n.metadata, pgseek.similarity(n.distance, metric), n.distance,
-        (row_number() over ())::integer
-    from pgseek.nearest_indexed(query_embedding, depth) as n
-    offset page_offset;
-    get diagnostics returned = row_count;
-    if returned = k then
-        return;
-    end if;
-    -- Short: the table holds fewer rows, or the plain scan met dead entries. Its rows
-    -- again (the same scan), then an iterative one past them.
-    found := array(select n.id from pgseek.nearest_indexed(query_embedding, depth) as n);
-    perform pgseek.apply_vector_settings(false, depth - cardinality(found), ef_search, probes, true);
     return query execute pgseek.similar_query(plan.nearest, metric)
-    using query_embedding, filter, found, depth - cardinality(found), min_similarity,
-        page_offset, cardinality(found), depth;
+    using query_embedding, filter, depth, depth * plan.oversample, min_similarity, page_offset;
 end
 $$;
 
@@ -788,7 +793,7 @@ declare
     plan record;
 begin
     perform pgseek.check_search_arguments(k, 0, filter, ef_search, probes, null);
-    plan := pgseek.vector_search_plan(query_embedding, metric, filter, k, excluding => true);
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter, k);
     perform pgseek.apply_vector_settings(
         plan.exact, k * plan.oversample, coalesce(ef_search, plan.ef_search),
         coalesce(probes, plan.probes), plan.filtered
@@ -801,9 +806,9 @@ begin
     return query execute 'explain (analyze, buffers, costs off) '
         || case when plan.filtered or plan.exact
             then pgseek.similar_query(plan.nearest, metric)
-            else plan.nearest  -- the query of pgseek.nearest_indexed()
+            else plan.nearest  -- pgseek.nearest_indexed()'s query, planned for the values
         end
-    using query_embedding, filter, '{}'::uuid [], k * plan.oversample, null::float8, 0, 0, k;
+    using query_embedding, filter, k, k * plan.oversample, null::float8, 0;
 end
 $$;
 
