@@ -1,5 +1,14 @@
 -- Vector index management: the index pgseek.config asks for, as DDL to run.
 
+-- Returns pgvector's distance operator for a metric: cosine <=>, l2 <->, inner_product
+-- <#> (the metric is checked by the caller).
+create or replace function pgseek.distance_operator(metric text)
+returns text
+language sql
+immutable
+parallel safe
+return case metric when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end;
+
 -- Returns the name of the vector index that pgseek.config asks for (null for 'none').
 -- Managed indexes are named documents_embedding_<dimensions>_<method>_<metric>.
 create or replace function pgseek.vector_index_name()
@@ -153,7 +162,7 @@ begin
         'order by d.embedding::%3$I.vector(%1$s) operator(%3$I.%2$s) '
         'query_embedding::%3$I.vector(%1$s) limit depth; end $body$',
         c.embedding_dimensions,
-        case c.distance_metric when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end,
+        pgseek.distance_operator(c.distance_metric),
         vector_schema
     );
     execute format(

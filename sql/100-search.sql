@@ -132,7 +132,7 @@ begin
         'from pgseek.documents as d where vector_dims(d.embedding) = %1$s %3$s '
         'order by d.embedding::vector(%1$s) %2$s $1::vector(%1$s) limit $4',
         c.embedding_dimensions,
-        case metric when 'cosine' then '<=>' when 'l2' then '<->' else '<#>' end,
+        pgseek.distance_operator(metric),
         case when filter is not null then 'and d.metadata @> $2' end
     );
 end
