@@ -8,13 +8,16 @@ What it adds to plain Alembic, in the order a run goes:
 3. one transaction per revision (statements marked `--! no-transaction` excepted, see
    sqlfile.py), recording each applied revision's checksum in the same transaction;
 4. at head, the repeatable objects in sql/ are re-applied, in one transaction, when
-   their content changed; they exist only at head, so a downgrade removes them first.
+   their content changed; they exist only at head, so a downgrade removes them first;
+5. when anything was applied where pgseek's pg_cron jobs are, pg_cron is made to read
+   its jobs again (pgseek.reload_jobs(): the migration can make it miss job changes).
 Bookkeeping lives in schema pgseek_meta, so downgrading to base leaves no pgseek schema.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from logging.config import fileConfig
@@ -284,12 +287,13 @@ def run_repeatables(
             )
 
 
-def apply_repeatables(connection: Connection, at_head: bool) -> None:
-    """At head, re-apply sql/ when its content changed; below head, forget it was applied."""
+def apply_repeatables(connection: Connection, at_head: bool) -> bool:
+    """At head, re-apply sql/ when its content changed; below head, forget it was applied.
+    Returns whether sql/ was applied."""
     if not at_head:
         connection.execute(text(f"delete from {META_SCHEMA}.repeatable_objects"))
         connection.commit()
-        return
+        return False
     files = checksums.repeatable_files()
     wanted = {f.name: checksums.file_checksum(f) for f in files}
     applied = dict(
@@ -299,7 +303,7 @@ def apply_repeatables(connection: Connection, at_head: bool) -> None:
     )
     connection.commit()
     if wanted == applied:
-        return
+        return False
     changed = sorted(name for name in wanted if wanted[name] != applied.get(name))
     try:
         run_repeatables(connection, files, wanted, drop_first=False)
@@ -312,6 +316,74 @@ def apply_repeatables(connection: Connection, at_head: bool) -> None:
         f"migrate: applied sql/ ({len(files)} files; changed: {', '.join(changed) or 'none'})",
         file=sys.stderr,
     )
+    return True
+
+
+def pg_cron_blocks_on_jobs(connection: Connection) -> bool:
+    """True when pg_cron's scheduler stops while a job runs: before 1.5, with
+    cron.use_background_workers on, it waits for a running job to finish before it reads
+    anything else, invalidations included (citusdata/pg_cron#200)."""
+    version, workers = connection.execute(
+        text(
+            "select extversion, coalesce(current_setting('cron.use_background_workers', true),"
+            " 'off') from pg_catalog.pg_extension where extname = 'pg_cron'"
+        )
+    ).one()
+    major, minor = (int(n) for n in re.findall(r"\d+", version)[:2])
+    return (major, minor) < (1, 5) and workers == "on"
+
+
+def reload_pg_cron_jobs(connection: Connection) -> None:
+    """After a migration that changed something: its burst of catalog changes can reset
+    pg_cron's scheduler, which then misses the job changes of the same moment (see
+    pgseek.reload_jobs()). Wait until the scheduler has come to its reset (it looks every
+    second, or once a running job is done where it waits for jobs), then have it read its
+    job list again."""
+    ready = connection.execute(
+        text(
+            "select to_regprocedure('pgseek.reload_jobs()') is not null"
+            " and exists (select from pg_catalog.pg_extension where extname = 'pg_cron')"
+            " and not pg_catalog.pg_is_in_recovery()"
+        )
+    ).scalar()
+    if ready:  # (cron.* can be named only where pg_cron is)
+        ready = connection.execute(
+            text("select exists (select from cron.job where jobname like 'pgseek-%')")
+        ).scalar()
+    blocking = ready and pg_cron_blocks_on_jobs(connection)
+    connection.commit()
+    if not ready:
+        return
+    time.sleep(2)
+    deadline = time.monotonic() + 70  # the embedding worker runs for up to 50 s
+    waited = False
+    while blocking:
+        running = connection.execute(
+            text("select count(*) from pg_catalog.pg_stat_activity where backend_type = 'pg_cron'")
+        ).scalar()
+        connection.commit()
+        if not running:
+            break
+        if time.monotonic() > deadline:
+            print(
+                "migrate: WARNING: pg_cron kept running jobs for 70 s; if a pgseek job does"
+                " not run at its time, run: select pgseek.reload_jobs()",
+                file=sys.stderr,
+            )
+            return
+        if not waited:
+            print(
+                "migrate: waiting for pg_cron's running job to finish (pg_cron before 1.5"
+                " reads job changes only between jobs)",
+                file=sys.stderr,
+            )
+            waited = True
+        time.sleep(1)
+    if waited:
+        time.sleep(2)
+    connection.execute(text("select pgseek.reload_jobs()"))
+    connection.commit()
+    print("migrate: pg_cron told to read its jobs again (pgseek.reload_jobs())", file=sys.stderr)
 
 
 def run_offline() -> None:
@@ -375,16 +447,20 @@ def run_online() -> None:
             transaction_per_migration=True,
             on_version_apply=record_step,
         )
+        before = set(context.get_context().get_current_heads())
+        connection.commit()
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()
         heads = set(context.get_context().get_current_heads())
         connection.commit()
-        apply_repeatables(connection, at_head=heads == set(script.get_heads()))
+        changed = apply_repeatables(connection, at_head=heads == set(script.get_heads()))
         connection.execute(
             text("select pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": LOCK_KEY}
         )
         connection.commit()
+        if changed or heads != before:
+            reload_pg_cron_jobs(connection)
 
 
 if context.is_offline_mode():

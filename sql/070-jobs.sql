@@ -179,3 +179,36 @@ begin
     perform cron.unschedule(pgseek.job_id(job_name));
 end
 $$;
+
+-- Makes pg_cron's scheduler read its job list again, for a job change it missed. The
+-- scheduler reads cron.job again when an invalidation of that table reaches it, but one
+-- that fell behind the server's shared invalidation queue (a migration, or any burst of
+-- catalog changes, in the same second) is reset, and pg_cron (1.4 to 1.6 at least) keeps
+-- its job list through a reset (citusdata/pg_cron#406): a job scheduled, changed or
+-- resumed just then does not run until cron.job changes again. Rewriting one of
+-- pgseek's jobs unchanged sends that change. The scheduler skips what was queued before
+-- it comes to its reset (within a second): run this a few seconds after the burst, as
+-- `make migrate` does after applying anything. Returns whether there was a job to rewrite.
+create or replace function pgseek.reload_jobs()
+returns boolean
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
+as $$
+declare
+    id bigint;
+    is_active boolean;
+begin
+    perform pgseek.require_primary('pgseek.reload_jobs()');
+    perform pgseek.require_pg_cron();  -- before cron.* is planned: 0A000, not 3F000
+    select j.jobid, j.active into id, is_active from cron.job as j
+    where j.jobname like 'pgseek-%' and j.database = current_database()
+    order by j.jobid
+    limit 1;
+    if id is not null then
+        perform cron.alter_job(id, active => is_active);
+    end if;
+    return id is not null;
+end
+$$;

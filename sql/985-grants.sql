@@ -121,7 +121,7 @@ begin
                 'set_retention', 'remove_retention', 'purge_expired',
                 'schedule_purge_maintenance',
                 -- jobs
-                'jobs', 'schedule_jobs', 'pause_job', 'resume_job', 'unschedule_job',
+                'jobs', 'schedule_jobs', 'pause_job', 'resume_job', 'unschedule_job', 'reload_jobs',
                 'require_pg_cron', 'require_primary'
             ])
         ) as g (role_name, routines)

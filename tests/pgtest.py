@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,23 @@ def run_migrate(
         text=True,
         timeout=timeout,
     )
+
+
+def wait_for_pg_cron(conn: psycopg.Connection, predicate, timeout: float, interval: float = 1.0):
+    """predicate()'s first true value within timeout seconds (else its last value), for
+    a test that has just changed a job: every 20 seconds meanwhile, pgseek.reload_jobs()
+    (pg_cron can miss a job change made while other tests' catalog changes reset its
+    scheduler, citusdata/pg_cron#406)."""
+    start = reloaded = time.monotonic()
+    while time.monotonic() < start + timeout:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() - reloaded > 20:
+            conn.execute("select pgseek.reload_jobs()")
+            reloaded = time.monotonic()
+        time.sleep(interval)
+    return predicate()
 
 
 @dataclass

@@ -30,7 +30,7 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict
 
 from openai_stub import OpenAIStub, stub_vector
-from pgtest import ROOT, Database, Server, free_port, run_migrate, with_dbname
+from pgtest import ROOT, Database, Server, free_port, run_migrate, wait_for_pg_cron, with_dbname
 
 EXPORTER = os.environ.get("PGSEEK_POSTGRES_EXPORTER", "/usr/bin/prometheus-postgres-exporter")
 QUERIES = ROOT / "monitoring" / "postgres-exporter-queries.yaml"
@@ -477,12 +477,8 @@ def test_job_metrics_follow_real_pg_cron_runs(cron_database, monitor_role):
             " where j.jobname in ('pgseek-cron-history', 'pgseek-text-stats')"
             " and d.status in ('succeeded', 'failed')"
         )
-        deadline = time.monotonic() + 130
-        while conn.execute(finished).fetchone()[0] < 2:
-            assert time.monotonic() < deadline, conn.execute(
-                "select * from pgseek.jobs()"
-            ).fetchall()
-            time.sleep(1)
+        both = wait_for_pg_cron(conn, lambda: conn.execute(finished).fetchone()[0] == 2, 130)
+        assert both, conn.execute("select * from pgseek.jobs()").fetchall()
         expected = {
             r[0]: r[1:]
             for r in conn.execute(

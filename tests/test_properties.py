@@ -842,3 +842,8 @@ def test_job_functions_explain_where_pg_cron_is_missing(scratch, function):
         scratch.conn.execute(f"select pgseek.{function}('pgseek-purge')")
     assert "pg_cron is not installed in database" in str(exc.value)
     assert "cron.schedule_in_database" in exc.value.diag.message_hint
+
+
+def test_reload_jobs_explains_where_pg_cron_is_missing(scratch):
+    with pytest.raises(psycopg.errors.FeatureNotSupported, match="pg_cron is not installed"):
+        scratch.conn.execute("select pgseek.reload_jobs()")

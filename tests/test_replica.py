@@ -366,6 +366,7 @@ def test_job_functions_on_the_standby_say_jobs_belong_to_the_primary(standby, cr
             "select pgseek.pause_job('pgseek-embedding-worker')",
             "select pgseek.resume_job('pgseek-embedding-worker')",
             "select pgseek.unschedule_job('pgseek-embedding-worker')",
+            "select pgseek.reload_jobs()",
             "call pgseek.run_embedding_worker(1)",
             "call pgseek.purge_expired()",
         ]:

@@ -345,6 +345,8 @@ def test_admin_schedules_pauses_and_resumes_jobs_that_run_as_the_owner(server, c
             assert c.execute(active).fetchone()[0] is False
             c.execute("select pgseek.resume_job('pgseek-text-stats')")
             assert c.execute(active).fetchone()[0] is True
+            assert c.execute("select pgseek.reload_jobs()").fetchone()[0] is True
+            assert c.execute(active).fetchone()[0] is True
             # Only pgseek's own jobs: not another job of this database.
             with server.connect(cron_db) as owner:
                 owner.execute("select cron.schedule('someone-elses-job', '0 0 1 1 *', 'select 1')")
