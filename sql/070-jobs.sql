@@ -2,7 +2,7 @@
 -- server (cron.database_name); where that is not pgseek's, these functions explain how
 -- to schedule from there, and the rest of pgseek works without them.
 -- The functions pgseek_admin calls (jobs, schedule_jobs, pause_job, resume_job,
--- unschedule_job) are SECURITY DEFINER: pg_cron shows and lets a role change only its
+-- unschedule_job, reload_jobs) are SECURITY DEFINER: pg_cron shows and lets a role change only its
 -- own jobs, and pgseek's jobs belong to the role that installed pgseek (they run as it).
 -- They only ever touch jobs named 'pgseek-...' of this database, with fixed commands.
 
