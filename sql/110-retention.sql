@@ -172,6 +172,15 @@ begin
 end
 $$;
 
+-- Returns the advisory lock key a purge run holds while it works (see purge_expired):
+-- its id hashed with a name of its own, so it meets no other advisory lock.
+create or replace function pgseek.purge_lock_key(run_id bigint)
+returns bigint
+language sql
+immutable
+parallel safe
+return pg_catalog.hashtextextended('pgseek.purge_log', run_id);
+
 -- Applies every retention policy: deletes expired documents and sources (with their
 -- chunks, queue entries and dead letters) in batches of batch_size, each batch its own
 -- short transaction, until done or time_budget is spent; prunes the query-embedding
@@ -211,6 +220,19 @@ begin
         pg_catalog.format('time_budget must be a positive interval, got %s', time_budget));
     deleted := 0;
     insert into pgseek.purge_log default values returning id into run_id;
+    -- Held through the run's commits until its end, or until its session ends: a run
+    -- whose lock is free while its row says 'running' will not finish (terminated, or
+    -- the server stopped). Such rows are marked here; a live run's lock is taken.
+    perform pg_catalog.pg_advisory_lock(pgseek.purge_lock_key(run_id));
+    update pgseek.purge_log as l set
+        status = 'interrupted',
+        finished_at = pg_catalog.clock_timestamp(),
+        error = 'its session ended before it finished (terminated, or the server stopped);'
+        ' the batches it committed stay deleted'
+    where
+        l.status = 'running'
+        and l.id < run_id
+        and pg_catalog.pg_try_advisory_xact_lock(pgseek.purge_lock_key(l.id));
     commit;
     <<policies>>
     for policy in select p.id, p.match, p.keep from pgseek.retention_policies as p order by p.id
@@ -284,6 +306,7 @@ begin
             then pg_catalog.now() end
     where l.id = run_id;
     commit;
+    perform pg_catalog.pg_advisory_unlock(pgseek.purge_lock_key(run_id));
 end
 $$;
 

@@ -136,9 +136,10 @@ comment on view pgseek.table_metrics is
 'Size and estimated live and dead rows of pgseek''s tables.';
 
 -- One row about retention: purge runs and documents deleted in pgseek.purge_log (kept
--- for config.purge_log_keep, so these are not counters), the failed runs among them,
--- and the latest run's start (Unix time), duration (so far, while it runs), documents
--- deleted, and whether it failed. NULLs (NaN in Prometheus) before the first run.
+-- for config.purge_log_keep, so these are not counters), the failed runs among them
+-- (interrupted ones included), and the latest run's start (Unix time), duration (so far,
+-- while it runs), documents deleted, and whether it failed or was interrupted. NULLs
+-- (NaN in Prometheus) before the first run.
 create or replace view pgseek.purge_metrics as
 with latest as (
     select
@@ -154,7 +155,8 @@ with latest as (
 logged as (
     select
         count(*) as runs_logged,
-        count(*) filter (where l.status = 'failed') as failed_runs_logged,
+        count(*) filter (where l.status in ('failed', 'interrupted'))
+            as failed_runs_logged,
         coalesce(sum(l.deleted), 0) as deleted_logged
     from pgseek.purge_log as l
 )
@@ -167,7 +169,7 @@ select
     extract(epoch from coalesce(latest.finished_at, clock_timestamp()) - latest.started_at)
         as last_run_duration_seconds,
     latest.deleted as last_run_deleted,
-    (latest.status = 'failed')::integer as last_run_failed
+    (latest.status in ('failed', 'interrupted'))::integer as last_run_failed
 from logged
 left join latest on true;
 

@@ -118,11 +118,11 @@ begin
                 'process_embedding_queue', 'run_embedding_worker', 'requeue_failed',
                 'refresh_text_stats', 'rebuild_text_postings', 'embedding_status_report',
                 -- retention
-                'set_retention', 'remove_retention', 'purge_expired',
+                'set_retention', 'remove_retention', 'purge_expired', 'purge_lock_key',
                 'schedule_purge_maintenance',
                 -- jobs
-                'jobs', 'schedule_jobs', 'pause_job', 'resume_job', 'unschedule_job', 'reload_jobs',
-                'require_pg_cron', 'require_primary'
+                'jobs', 'schedule_jobs', 'pause_job', 'resume_job', 'unschedule_job',
+                'reload_jobs', 'require_pg_cron', 'require_primary'
             ])
         ) as g (role_name, routines)
     loop

@@ -439,3 +439,7 @@ def test_an_interrupted_purge_loses_no_live_row_and_the_next_one_finishes(conn, 
     assert conn.execute("call pgseek.purge_expired()").fetchone()[0] == expired
     assert expired_and_live(conn) == (0, 500)
     assert_purge_consistent(conn)
+    assert conn.execute("select status from pgseek.purge_log order by id").fetchall() == [
+        ("interrupted",),
+        ("finished",),
+    ]

@@ -41,6 +41,34 @@ def test_without_a_policy_nothing_is_purged(conn):
     assert last_run(conn)[:2] == ("finished", 0)
 
 
+def test_a_run_whose_session_ended_is_marked_interrupted_by_the_next(conn, db):
+    """A 'running' row whose run still holds its lock stays 'running'; once that session
+    is gone, the next run marks the row 'interrupted' (the crash itself: test_faults)."""
+    live = db.connect()
+    run_id = live.execute("insert into pgseek.purge_log default values returning id").fetchone()[0]
+    live.execute("select pg_advisory_lock(pgseek.purge_lock_key(%s))", (run_id,))
+    status = "select status, finished_at is not null, error from pgseek.purge_log where id = %s"
+    try:
+        purge(conn)
+        assert conn.execute(status, (run_id,)).fetchone() == ("running", False, None)
+    finally:
+        live.close()
+    purge(conn)
+    marked, finished, error = conn.execute(status, (run_id,)).fetchone()
+    assert (marked, finished) == ("interrupted", True)
+    assert "session ended before it finished" in error
+    assert last_run(conn)[0] == "finished"
+    # the run's own lock is released at its end: nothing of it is left
+    assert (
+        conn.execute(
+            "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()"
+        ).fetchone()[0]
+        == 0
+    )
+    metrics = "select failed_runs_logged, last_run_failed from pgseek.purge_metrics"
+    assert conn.execute(metrics).fetchone() == (1, 0)
+
+
 def test_only_matching_rows_older_than_the_window_go(conn):
     conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '30 days')")
     add(conn, "expired training", "30 days 1 minute")
