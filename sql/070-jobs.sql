@@ -2,8 +2,9 @@
 -- server (cron.database_name); where that is not pgseek's, these functions explain how
 -- to schedule from there, and the rest of pgseek works without them.
 -- The functions pgseek_admin calls (jobs, schedule_jobs, pause_job, resume_job,
--- unschedule_job, reload_jobs) are SECURITY DEFINER: pg_cron shows and lets a role change only its
--- own jobs, and pgseek's jobs belong to the role that installed pgseek (they run as it).
+-- unschedule_job, reload_jobs) are SECURITY DEFINER: pg_cron shows and lets a role change
+-- only its own jobs, and pgseek's jobs belong to the role that installed pgseek (they
+-- run as it).
 -- They only ever touch jobs named 'pgseek-...' of this database, with fixed commands.
 
 -- Raises a clear error when pg_cron is not installed in this database.
@@ -187,8 +188,9 @@ $$;
 -- its job list through a reset (citusdata/pg_cron#406): a job scheduled, changed or
 -- resumed just then does not run until cron.job changes again. Rewriting one of
 -- pgseek's jobs unchanged sends that change. The scheduler skips what was queued before
--- it comes to its reset (within a second): run this a few seconds after the burst, as
--- `make migrate` does after applying anything. Returns whether there was a job to rewrite.
+-- it comes to its reset: within a second, or, with pg_cron 1.4 and background workers,
+-- once no job runs (citusdata/pg_cron#200). Run this after that, as `make migrate` does
+-- after applying anything. Returns whether there was a job to rewrite.
 create or replace function pgseek.reload_jobs()
 returns boolean
 language plpgsql
