@@ -269,9 +269,10 @@ def write_report(out: Path, quick: bool, results: list[tuple[str, list[dict]]]) 
         lines += [*load.summary(run), ""]
     lines += [
         "",
-        "An interrupted purge leaves its `pgseek.purge_log` row with status `running` "
-        "(the backend died before it could write an outcome); the next purge finishes "
-        "the work. Alert on a `running` row older than `purge_time_budget`.",
+        "An interrupted purge leaves its `pgseek.purge_log` row `running` (the backend "
+        "died before it could write an outcome) until the next purge, which marks it "
+        "`interrupted` (the run's advisory lock is free) and finishes the work; "
+        "`pgseek_purge_last_run_failed` and `pgseek_purge_failed_runs_logged` count it.",
         "",
         "## Not covered",
         "",
