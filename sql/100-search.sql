@@ -189,7 +189,11 @@ $$;
 
 -- Returns the depth nearest documents to a query vector (id, distance), nearest first,
 -- filtered by metadata containment; see vector_search_plan() for how. force_exact
--- scans without the vector index (the ground truth of check_recall()).
+-- scans without the vector index (the ground truth of check_recall()). Without a filter
+-- or row security and at most 1000 deep, the index is scanned plainly through the
+-- static pgseek.nearest_indexed() and its rows kept until it is clear there are depth of
+-- them, as search_similar() does; otherwise, or when that scan comes up short, the
+-- iterative statement.
 create or replace function pgseek.vector_candidates(
     query_embedding vector,
     depth integer,
@@ -209,15 +213,35 @@ set "hnsw.iterative_scan" = off
 set "hnsw.max_scan_tuples" = 20000
 set "ivfflat.probes" = 1
 set "ivfflat.iterative_scan" = off
+-- one plan for the static statement (see pgseek.nearest_indexed())
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     plan record;
+    plain boolean;
+    ids uuid [];
+    distances double precision [];
 begin
     plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth);
+    ef_search := coalesce(ef_search, plan.ef_search);
+    probes := coalesce(probes, plan.probes);
+    plain := not (plan.filtered or plan.exact or force_exact) and depth <= 1000;
     perform pgseek.apply_vector_settings(
-        plan.exact or force_exact, depth * plan.oversample,
-        coalesce(ef_search, plan.ef_search), coalesce(probes, plan.probes), true
+        plan.exact or force_exact, depth * plan.oversample, ef_search, probes, not plain
     );
+    if plain then
+        select array_agg(n.id order by n.i), array_agg(n.distance order by n.i)
+        into ids, distances
+        from pgseek.nearest_indexed(query_embedding, depth) with ordinality as n (
+            id, content, metadata, distance, i
+        );
+        if cardinality(ids) = depth then
+            return query select u.id, u.distance from unnest(ids, distances) as u (id, distance);
+            return;
+        end if;
+        -- Short: fewer rows, or entries of dead rows met; the iterative scan goes on.
+        perform pgseek.apply_vector_settings(false, depth, ef_search, probes, true);
+    end if;
     return query execute format(
         'with nearest as materialized (%s) '
         'select n.id, n.distance from nearest as n order by n.distance, n.id limit $3',
