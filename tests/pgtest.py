@@ -62,21 +62,28 @@ def run_migrate(
     )
 
 
-def wait_for_pg_cron(conn: psycopg.Connection, predicate, timeout: float, interval: float = 1.0):
-    """predicate()'s first true value within timeout seconds (else its last value), for
-    a test that has just changed a job: every 20 seconds meanwhile, pgseek.reload_jobs()
-    (pg_cron can miss a job change made while other tests' catalog changes reset its
-    scheduler, citusdata/pg_cron#406)."""
-    start = reloaded = time.monotonic()
+def wait_for(predicate, timeout: float, interval: float = 1.0, meanwhile=None):
+    """predicate()'s first true value within timeout seconds (else its last value);
+    meanwhile(), when given, runs every 20 seconds of waiting."""
+    start = last = time.monotonic()
     while time.monotonic() < start + timeout:
         value = predicate()
         if value:
             return value
-        if time.monotonic() - reloaded > 20:
-            conn.execute("select pgseek.reload_jobs()")
-            reloaded = time.monotonic()
+        if meanwhile is not None and time.monotonic() - last > 20:
+            meanwhile()
+            last = time.monotonic()
         time.sleep(interval)
     return predicate()
+
+
+def wait_for_pg_cron(conn: psycopg.Connection, predicate, timeout: float, interval: float = 1.0):
+    """wait_for(), for a test that has just changed a job: pgseek.reload_jobs() every 20
+    seconds meanwhile (pg_cron can miss a job change made while other tests' catalog
+    changes reset its scheduler, citusdata/pg_cron#406)."""
+    return wait_for(
+        predicate, timeout, interval, meanwhile=lambda: conn.execute("select pgseek.reload_jobs()")
+    )
 
 
 @dataclass

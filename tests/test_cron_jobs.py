@@ -7,7 +7,7 @@ import time
 import pytest
 from psycopg import errors
 
-from pgtest import run_migrate, wait_for_pg_cron, with_dbname
+from pgtest import run_migrate, wait_for, wait_for_pg_cron, with_dbname
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +23,6 @@ def cron_conn(server, template_db):  # noqa: ARG001 (after it: see below)
     with server.connect(server.cron_database) as conn:
         yield conn
         conn.execute("select cron.unschedule(jobid) from cron.job where jobname like 'pgseek-%'")
-
-
-def wait_for(predicate, timeout: float, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.mark.slow

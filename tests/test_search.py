@@ -256,56 +256,15 @@ def test_the_static_search_follows_a_change_of_dimensions(conn):
     assert comment.endswith("for 2 dimensions, l2")
 
 
-def test_hybrid_vector_candidates_go_on_past_dead_entries(conn):
-    """hybrid_search's vector branch also scans the index plainly without a filter: it
-    agrees with search_similar, and when deleted rows not yet vacuumed take places among
-    the nearest entries it goes on iteratively and still finds `candidates` rows."""
-    conn.execute("update pgseek.config set embedding_dimensions = 8, embedding_mode = 'off'")
-    conn.execute("alter table pgseek.documents set (autovacuum_enabled = false)")
-    conn.execute("select setseed(0.3)")
-    conn.execute(
-        "insert into pgseek.documents (content, embedding)"
-        " select 'row ' || i,"
-        " (select array_agg(random() - 0.5) from generate_series(1, 8 + i * 0))::vector"
-        " from generate_series(1, 3000) as i"
-    )
-    for (statement,) in conn.execute("select pgseek.vector_index_ddl()").fetchall():
-        conn.execute(statement)
-    conn.execute("analyze pgseek.documents")
-    q = "[0.1,0.4,-0.3,0.2,0.2,-0.1,0.3,0.1]"
-    hybrid = (
-        "select id, vector_rank from pgseek.hybrid_search('row', %s::vector, k => %s,"
-        " mode => 'vector') order by vector_rank"
-    )
-    similar = "select id from pgseek.search_similar(%s::vector, 10)"
-    assert [r[0] for r in conn.execute(hybrid, (q, 10))] == [
-        r[0] for r in conn.execute(similar, (q,))
-    ]
-    nearest = "select id from pgseek.documents order by embedding <=> %s::vector, id limit %s"
-    conn.execute(f"delete from pgseek.documents where id in ({nearest})", (q, 15))
-    with conn.transaction():
-        conn.execute("set local hnsw.ef_search = 100")
-        plain = conn.execute(
-            "select id from pgseek.documents where vector_dims(embedding) = 8"
-            " order by embedding::vector(8) <=> %s::vector(8) limit 100",
-            (q,),
-        ).fetchall()
-    assert len(plain) < 100  # the 15 nearest entries are dead
-    rows = conn.execute(hybrid, (q, 100)).fetchall()
-    assert [r[1] for r in rows] == list(range(1, 101))
-    assert len({r[0] for r in rows}) == 100
-    exact = {r[0] for r in conn.execute(nearest, (q, 100))}
-    assert len({r[0] for r in rows} & exact) >= 95
+NEAREST = "select id from pgseek.documents order by embedding <=> %s::vector, id limit %s"
 
 
-def test_a_scan_short_of_dead_entries_goes_on_past_them(conn):
-    """Without a filter search_similar scans the index plainly (not iteratively), which
-    yields at most ef_search index entries: when the nearest ones belong to deleted rows
-    not yet vacuumed, it must go on iteratively and still return k rows, ranked, best
-    first, with no row twice, pages apart."""
+def load_indexed_random_rows(conn, seed: float) -> None:
+    """3000 rows of random 8-d vectors, the configured vector index built, analyzed (so
+    that the planner takes the index), autovacuum off (deleted rows stay in the index)."""
     conn.execute("update pgseek.config set embedding_dimensions = 8, embedding_mode = 'off'")
     conn.execute("alter table pgseek.documents set (autovacuum_enabled = false)")
-    conn.execute("select setseed(0.7)")
+    conn.execute("select setseed(%s)", (seed,))
     conn.execute(
         "insert into pgseek.documents (content, embedding)"
         # 8 + i * 0: a correlated subquery, so that every row draws a vector of its own
@@ -315,21 +274,58 @@ def test_a_scan_short_of_dead_entries_goes_on_past_them(conn):
     )
     for (statement,) in conn.execute("select pgseek.vector_index_ddl()").fetchall():
         conn.execute(statement)
-    conn.execute("analyze pgseek.documents")  # so that the planner takes the index
-    q = "[0.3,-0.2,0.1,0.4,-0.1,0.2,0.3,-0.4]"
-    nearest = "select id from pgseek.documents order by embedding <=> %s::vector, id limit %s"
-    conn.execute(
-        f"delete from pgseek.documents where id in ({nearest})", (q, 15)
-    )  # committed: dead, still in the index
+    conn.execute("analyze pgseek.documents")
+
+
+def delete_nearest(conn, q: str, n: int) -> None:
+    """Deletes the n rows nearest q (committed: dead, still in the index)."""
+    conn.execute(f"delete from pgseek.documents where id in ({NEAREST})", (q, n))
+
+
+def plain_scan(conn, q: str, ef_search: int) -> list:
+    """The rows a plain HNSW scan of ef_search entries returns (at most ef_search)."""
     with conn.transaction():
-        conn.execute("set local hnsw.ef_search = 10")
-        plain = conn.execute(
+        conn.execute(f"set local hnsw.ef_search = {int(ef_search)}")
+        return conn.execute(
             "select id from pgseek.documents where vector_dims(embedding) = 8"
-            " order by embedding::vector(8) <=> %s::vector(8) limit 10",
-            (q,),
+            " order by embedding::vector(8) <=> %s::vector(8) limit %s",
+            (q, ef_search),
         ).fetchall()
-    assert len(plain) < 10  # a plain scan of 10 entries: the 15 nearest are dead
-    exact = [r[0] for r in conn.execute(nearest, (q, 20))]
+
+
+def test_hybrid_vector_candidates_go_on_past_dead_entries(conn):
+    """hybrid_search's vector branch also scans the index plainly without a filter: it
+    agrees with search_similar, and when deleted rows not yet vacuumed take places among
+    the nearest entries it goes on iteratively and still finds `candidates` rows."""
+    load_indexed_random_rows(conn, seed=0.3)
+    q = "[0.1,0.4,-0.3,0.2,0.2,-0.1,0.3,0.1]"
+    hybrid = (
+        "select id, vector_rank from pgseek.hybrid_search('row', %s::vector, k => %s,"
+        " mode => 'vector') order by vector_rank"
+    )
+    similar = "select id from pgseek.search_similar(%s::vector, 10)"
+    assert [r[0] for r in conn.execute(hybrid, (q, 10))] == [
+        r[0] for r in conn.execute(similar, (q,))
+    ]
+    delete_nearest(conn, q, 15)
+    assert len(plain_scan(conn, q, ef_search=100)) < 100  # the 15 nearest entries are dead
+    rows = conn.execute(hybrid, (q, 100)).fetchall()
+    assert [r[1] for r in rows] == list(range(1, 101))
+    assert len({r[0] for r in rows}) == 100
+    exact = {r[0] for r in conn.execute(NEAREST, (q, 100))}
+    assert len({r[0] for r in rows} & exact) >= 95
+
+
+def test_a_scan_short_of_dead_entries_goes_on_past_them(conn):
+    """Without a filter search_similar scans the index plainly (not iteratively), which
+    yields at most ef_search index entries: when the nearest ones belong to deleted rows
+    not yet vacuumed, it must go on iteratively and still return k rows, ranked, best
+    first, with no row twice, pages apart."""
+    load_indexed_random_rows(conn, seed=0.7)
+    q = "[0.3,-0.2,0.1,0.4,-0.1,0.2,0.3,-0.4]"
+    delete_nearest(conn, q, 15)
+    assert len(plain_scan(conn, q, ef_search=10)) < 10  # 10 entries: the 15 nearest are dead
+    exact = [r[0] for r in conn.execute(NEAREST, (q, 20))]
     page1 = conn.execute(
         "select id, distance, rank from pgseek.search_similar(%s::vector, 10, ef_search => 10)",
         (q,),
