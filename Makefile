@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 DB_URL = $(or $(DATABASE_URL),$(shell scripts/cluster.sh url 2>/dev/null))
 export PGSEEK_PG_MAJOR ?= 15
 
-.PHONY: help demo install db-up db-down db-status db-url psql migrate rollback migrate-status \
+.PHONY: help demo install db-up db-down db-status db-url db-ready psql migrate rollback migrate-status \
 	migrate-sql migrations-freeze vector-index test lint bench eval load reliability clean
 
 help: ## list the targets
@@ -38,6 +38,12 @@ db-status: ## is the embedded cluster running, and where
 
 db-url: ## print the connection URL (use with make -s)
 	@echo "$(DB_URL)"
+
+# bench, eval and load start the embedded cluster (as demo does) unless DATABASE_URL names
+# a server. A prerequisite's recipe runs before the target's recipe is expanded, so
+# their DB_URL sees the started cluster.
+db-ready:
+	@$(if $(DATABASE_URL),:,scripts/cluster.sh up >/dev/null)
 
 psql: ## open psql on DATABASE_URL
 	@psql "$(DB_URL)"
@@ -78,7 +84,7 @@ test: lint ## lint, then the whole test suite against a real cluster
 	@scripts/install.sh --plpython-only
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: ## benchmarks -> bench/report.md (QUICK=1 smoke run, ONLY=a,b sections, CORPUS=dir)
+bench: db-ready ## benchmarks -> bench/report.md (QUICK=1 smoke run, ONLY=a,b sections, CORPUS=dir)
 	@DATABASE_URL="$(DB_URL)" $(PY) scripts/bench.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) \
 		$(if $(CORPUS),--corpus $(CORPUS))
 
@@ -86,10 +92,10 @@ reliability: ## bad input, injection and fault tests -> RELIABILITY.md (QUICK=1:
 	@scripts/install.sh --plpython-only
 	@$(PY) scripts/reliability.py $(if $(QUICK),--quick)
 
-eval: ## retrieval quality on dbpedia-entity-5k -> bench/eval.md (CORPUS=dir)
+eval: db-ready ## retrieval quality on dbpedia-entity-5k -> bench/eval.md (CORPUS=dir)
 	@DATABASE_URL="$(DB_URL)" $(PY) scripts/evaluate.py $(if $(CORPUS),--corpus $(CORPUS))
 
-load: ## mixed load with pgbench, direct and through PgBouncer, then a lost-rows check (DURATION=60 CLIENTS=8)
+load: db-ready ## mixed load with pgbench, direct and through PgBouncer, then a lost-rows check (DURATION=60 CLIENTS=8)
 	@DATABASE_URL="$(DB_URL)" $(PY) scripts/load.py --seconds $(or $(DURATION),60) --clients $(or $(CLIENTS),8)
 
 clean: ## stop and delete the embedded cluster, build files and .venv

@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def connect(url: str, **kwargs) -> psycopg.Connection:
     # prepare_threshold=None: no server-side prepared plans that a later SET cannot replan.
-    return psycopg.connect(url, autocommit=True, prepare_threshold=None, **kwargs)
+    try:
+        return psycopg.connect(url, autocommit=True, prepare_threshold=None, **kwargs)
+    except psycopg.OperationalError as e:
+        sys.exit(f"{Path(sys.argv[0]).stem}: cannot connect to DATABASE_URL: {str(e).strip()}")
 
 
 def database_url(server_url: str, dbname: str) -> str:

@@ -39,7 +39,14 @@ def connect():
     url = os.environ.get("DATABASE_URL")
     if not url:
         sys.exit("migrate: DATABASE_URL is not set: run 'make db-up' or set DATABASE_URL")
-    return psycopg.connect(url, autocommit=True, application_name="pgseek-migrate")
+    try:
+        return psycopg.connect(url, autocommit=True, application_name="pgseek-migrate")
+    except psycopg.OperationalError as e:
+        # The server's own words (refused, password, no such database), without a traceback.
+        sys.exit(
+            f"migrate: cannot connect to DATABASE_URL: {str(e).strip()}\n"
+            "(the embedded cluster: 'make db-up'; 'make db-status' says where it runs)"
+        )
 
 
 def status() -> None:
@@ -107,6 +114,8 @@ def main(argv: list[str]) -> None:
         sys.exit(__doc__)
     verb, args = argv[0], argv[1:]
     target = args[0] if args and args[0] else None
+    if verb in ("upgrade", "downgrade"):
+        connect().close()  # a clear error now rather than Alembic's traceback later
     if verb == "upgrade":
         command.upgrade(alembic_config("upgrade"), target or "head")
     elif verb == "downgrade":

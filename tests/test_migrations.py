@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -280,6 +281,18 @@ def test_migrate_sql_prints_the_sql_without_a_database():
     assert "COMMIT;\n-- outside a transaction:\ndrop index concurrently" in compact
     assert "-- repeatable object file sql/990-search-path.sql" in out
     assert out.index("create table pgseek.documents") < out.index("create index concurrently")
+
+
+@pytest.mark.parametrize("verb", ["upgrade", "downgrade", "status"])
+def test_an_unreachable_server_is_one_clear_line_not_a_traceback(verb):
+    with socket.socket() as s:  # a port nobody listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        url = f"postgresql://postgres@127.0.0.1:{s.getsockname()[1]}/pgseek"
+        result = run_migrate(url, verb, timeout=60)
+    assert result.returncode == 1
+    assert "migrate: cannot connect to DATABASE_URL:" in result.stderr
+    assert "Connection refused" in result.stderr and "make db-up" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_status_reports_pending_revisions(empty_db):
