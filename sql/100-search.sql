@@ -37,7 +37,10 @@ $$;
 -- distance (after an iterative scan, for a WITH ... AS MATERIALIZED: see
 -- similar_query()); whether it is an exact scan; how many rows it takes per row asked
 -- for; the configured ef_search and probes; and whether rows the index finds may not
--- count (`filtered`: a filter, or row security on documents). The filtering guarantee:
+-- count (`filtered`: a filter, or row security on documents); and whether `depth` rows
+-- may be taken with a plain (not iterative) index scan (`plain`: not filtered, not
+-- exact, depth given and at most 1000, ef_search's limit; see search_similar()). The
+-- filtering guarantee:
 -- when a metadata filter matches at most config.exact_search_max_rows rows, those rows
 -- are scanned exactly (GIN finds them, a sort ranks them), so a selective filter still
 -- yields every match; otherwise the HNSW index is scanned iteratively (pgvector 0.8)
@@ -56,7 +59,7 @@ $$;
 create or replace function pgseek.vector_search_plan(
     query_embedding vector, metric text, filter jsonb, depth integer default null,
     out nearest text, out exact boolean, out oversample integer,
-    out ef_search integer, out probes integer, out filtered boolean
+    out ef_search integer, out probes integer, out filtered boolean, out plain boolean
 )
 language plpgsql
 stable
@@ -126,6 +129,7 @@ begin
     probes := c.ivfflat_probes;
     -- Whether rows the index finds may not count: a filter, or row security (tenants).
     filtered := filter is not null or c.relrowsecurity;
+    plain := not (filtered or exact) and coalesce(depth <= 1000, false);
     nearest := format(
         'select d.id, d.content, d.metadata, '
         '(d.embedding::vector(%1$s) %2$s $1::vector(%1$s))::float8 as distance '
@@ -225,7 +229,7 @@ begin
     plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth);
     ef_search := coalesce(ef_search, plan.ef_search);
     probes := coalesce(probes, plan.probes);
-    plain := not (plan.filtered or plan.exact or force_exact) and depth <= 1000;
+    plain := plan.plain and not force_exact;
     perform pgseek.apply_vector_settings(
         plan.exact or force_exact, depth * plan.oversample, ef_search, probes, not plain
     );
@@ -537,14 +541,13 @@ begin
     perform pgseek.check_search_arguments(k, page_offset, filter, ef_search, probes, min_similarity);
     depth := k + page_offset;
     plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth);
-    -- (a plain scan yields at most ef_search rows, which stops at 1000)
-    iterate := plan.filtered or min_similarity is not null or depth > 1000;
+    iterate := not plan.plain or min_similarity is not null;
     ef_search := coalesce(ef_search, plan.ef_search);
     probes := coalesce(probes, plan.probes);
     perform pgseek.apply_vector_settings(
         plan.exact, depth * plan.oversample, ef_search, probes, iterate
     );
-    if not (iterate or plan.exact) then
+    if not iterate then
         -- Static statements: PL/pgSQL keeps their plans, nothing is parsed or planned
         -- per call. The rows are kept until it is clear there are enough of them.
         select
@@ -820,7 +823,7 @@ begin
     plan := pgseek.vector_search_plan(query_embedding, metric, filter, k);
     perform pgseek.apply_vector_settings(
         plan.exact, k * plan.oversample, coalesce(ef_search, plan.ef_search),
-        coalesce(probes, plan.probes), plan.filtered
+        coalesce(probes, plan.probes), not plan.plain
     );
     return next format('-- %s scan; hnsw.ef_search = %s, hnsw.iterative_scan = %s, '
         'ivfflat.probes = %s, enable_indexscan = %s',
@@ -828,9 +831,9 @@ begin
         current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan'),
         current_setting('ivfflat.probes'), current_setting('enable_indexscan'));
     return query execute 'explain (analyze, buffers, costs off) '
-        || case when plan.filtered or plan.exact
-            then pgseek.similar_query(plan.nearest, metric)
-            else plan.nearest  -- pgseek.nearest_indexed()'s query, planned for the values
+        || case when plan.plain
+            then plan.nearest  -- pgseek.nearest_indexed()'s query, planned for the values
+            else pgseek.similar_query(plan.nearest, metric)
         end
     using query_embedding, filter, k, k * plan.oversample, null::float8, 0;
 end
