@@ -182,11 +182,21 @@ parallel safe
 return pg_catalog.hashtextextended('pgseek.purge_log', run_id);
 
 -- Applies every retention policy: deletes expired documents and sources (with their
--- chunks, queue entries and dead letters) in batches of batch_size, each batch its own
--- short transaction, until done or time_budget is spent; prunes the query-embedding
--- cache and the purge log; logs the run in pgseek.purge_log. Concurrent runs share the
--- work (SKIP LOCKED): no row is deleted twice and none waits for another run.
--- `call pgseek.purge_expired()` returns the number of documents deleted.
+-- chunks, queue entries and dead letters), batch_size documents and then batch_size
+-- sources at a time, each its own short transaction, until done or time_budget is
+-- spent; prunes the query-embedding cache and the purge log; logs the run in
+-- pgseek.purge_log. `call pgseek.purge_expired()` returns the number of documents
+-- deleted, chunks deleted with their source included.
+--
+-- Concurrent runs share the work (SKIP LOCKED): no row is deleted twice. A sources
+-- batch deletes its sources' chunks itself and may wait for a chunk that another run's
+-- documents batch is deleting (one short transaction, which waits for nobody): no
+-- cycle, so no deadlock. The two batches are separate transactions for that reason.
+--
+-- Every error after the run's advisory lock is taken, a cancel or statement timeout
+-- included, is caught and logged (status 'failed' with the error), and the lock is
+-- given back: nothing of a run stays on the session (a pooled connection included).
+-- A cancelled run skips the pruning and the maintenance and ends at once.
 create or replace procedure pgseek.purge_expired(
     inout deleted bigint default null,
     batch_size integer default null,
@@ -199,11 +209,14 @@ declare
     started timestamptz := pg_catalog.clock_timestamp();
     run_id bigint;
     policy record;
-    affected bigint;
+    documents_gone bigint;
+    chunks_gone bigint;
+    sources_gone bigint;
     policy_deleted bigint;
     batch_count integer := 0;
     policy_counts jsonb := '{}';
     failure text;
+    cancelled boolean := false;
     run_status text := 'finished';
     documents_left double precision;
     share double precision;
@@ -224,21 +237,35 @@ begin
     -- whose lock is free while its row says 'running' will not finish (terminated, or
     -- the server stopped). Such rows are marked here; a live run's lock is taken.
     perform pg_catalog.pg_advisory_lock(pgseek.purge_lock_key(run_id));
-    update pgseek.purge_log as l set
-        status = 'interrupted',
-        finished_at = pg_catalog.clock_timestamp(),
-        error = 'its session ended before it finished (terminated, or the server stopped);'
-        ' the batches it committed stay deleted'
-    where
-        l.status = 'running'
-        and l.id < run_id
-        and pg_catalog.pg_try_advisory_xact_lock(pgseek.purge_lock_key(l.id));
+    begin
+        update pgseek.purge_log as l set
+            status = 'interrupted',
+            finished_at = pg_catalog.clock_timestamp(),
+            error = 'its session ended before it finished (terminated, or the server stopped);'
+            ' the batches it committed stay deleted'
+        where
+            l.status = 'running'
+            and l.id < run_id
+            and pg_catalog.pg_try_advisory_xact_lock(pgseek.purge_lock_key(l.id));
+    exception when others or query_canceled then
+        failure := sqlerrm;
+        run_status := 'failed';
+        cancelled := sqlstate = '57014';
+    end;
     commit;
     <<policies>>
     for policy in select p.id, p.match, p.keep from pgseek.retention_policies as p order by p.id
     loop
+        exit when run_status <> 'finished';
+        if batch_count > 0 and pg_catalog.clock_timestamp() > started + time_budget then
+            run_status := 'time budget reached';  -- checked between policies too
+            exit;
+        end if;
         policy_deleted := 0;
         loop
+            documents_gone := 0;
+            chunks_gone := 0;
+            sources_gone := 0;
             begin
                 with victims as (
                     select d.id from pgseek.documents as d
@@ -248,50 +275,87 @@ begin
                     for update skip locked
                 )
                 delete from pgseek.documents as d using victims as v where d.id = v.id;
-                get diagnostics affected = row_count;
-                with victims as (
-                    select s.id from pgseek.sources as s
-                    where s.metadata @> policy.match and s.created_at < started - policy.keep
-                    limit batch_size
-                    for update skip locked
-                )
-                delete from pgseek.sources as s using victims as v where s.id = v.id;
-            exception when others then
+                get diagnostics documents_gone = row_count;
+            exception when others or query_canceled then
+                documents_gone := 0;
                 failure := sqlerrm;
                 run_status := 'failed';
-                exit policies;
+                cancelled := sqlstate = '57014';
             end;
-            policy_deleted := policy_deleted + affected;
-            deleted := deleted + affected;
+            commit;
+            if run_status = 'finished' then
+                begin
+                    -- the chunks explicitly (not by the cascade) to count them
+                    with victims as (
+                        select s.id from pgseek.sources as s
+                        where s.metadata @> policy.match and s.created_at < started - policy.keep
+                        limit batch_size
+                        for update skip locked
+                    ),
+                    chunks as (
+                        delete from pgseek.documents as d using victims as v
+                        where d.source_id = v.id
+                        returning d.id
+                    ),
+                    gone as (
+                        delete from pgseek.sources as s using victims as v
+                        where s.id = v.id
+                        returning s.id
+                    )
+                    select (select pg_catalog.count(*) from chunks),
+                        (select pg_catalog.count(*) from gone)
+                    into chunks_gone, sources_gone;
+                exception when others or query_canceled then
+                    chunks_gone := 0;
+                    sources_gone := 0;
+                    failure := sqlerrm;
+                    run_status := 'failed';
+                    cancelled := sqlstate = '57014';
+                end;
+            end if;
+            policy_deleted := policy_deleted + documents_gone + chunks_gone;
+            deleted := deleted + documents_gone + chunks_gone;
             batch_count := batch_count + 1;
+            policy_counts := policy_counts
+                || pg_catalog.jsonb_build_object(policy.id::pg_catalog.text, policy_deleted);
             update pgseek.purge_log as l
-            set deleted = purge_expired.deleted, batches = batch_count
+            set deleted = purge_expired.deleted, batches = batch_count, per_policy = policy_counts
             where l.id = run_id;
             commit;
-            exit when affected < batch_size;
+            exit policies when run_status <> 'finished';
+            exit when documents_gone < batch_size and sources_gone < batch_size;
             if pg_catalog.clock_timestamp() > started + time_budget then
                 run_status := 'time budget reached';
-                policy_counts := policy_counts
-                    || pg_catalog.jsonb_build_object(policy.id::pg_catalog.text, policy_deleted);
                 exit policies;
             end if;
         end loop;
-        policy_counts := policy_counts
-            || pg_catalog.jsonb_build_object(policy.id::pg_catalog.text, policy_deleted);
     end loop;
-    delete from pgseek.query_embeddings as q where q.last_used_at < started - c.query_cache_keep;
-    delete from pgseek.purge_log as l where l.started_at < started - c.purge_log_keep;
-    if purge_expired.deleted > 0 then
-        documents_left := (select pg_catalog.count(*) from pgseek.documents);
-        share := purge_expired.deleted / (documents_left + purge_expired.deleted);
-        if share > coalesce(c.maintenance_after_purge_share, 0.1) then
-            run_advice := pg_catalog.format('%s%% of the documents were deleted: rebuild the '
-                'indexes, then vacuum (README.md, "After large purges")',
-                pg_catalog.round((100 * share)::numeric, 1));
-        end if;
-        if share > c.maintenance_after_purge_share then
-            run_maintenance := pgseek.schedule_purge_maintenance();
-        end if;
+    if not cancelled then
+        begin
+            delete from pgseek.query_embeddings as q
+            where q.last_used_at < started - c.query_cache_keep;
+            delete from pgseek.purge_log as l where l.started_at < started - c.purge_log_keep;
+        exception when others or query_canceled then
+            failure := pg_catalog.concat_ws('; ', failure, sqlerrm);
+            run_status := 'failed';
+            cancelled := sqlstate = '57014';
+        end;
+    end if;
+    if purge_expired.deleted > 0 and not cancelled then
+        begin
+            documents_left := (select pg_catalog.count(*) from pgseek.documents);
+            share := purge_expired.deleted / (documents_left + purge_expired.deleted);
+            if share > coalesce(c.maintenance_after_purge_share, 0.1) then
+                run_advice := pg_catalog.format('%s%% of the documents were deleted: rebuild '
+                    'the indexes, then vacuum (README.md, "After large purges")',
+                    pg_catalog.round((100 * share)::numeric, 1));
+            end if;
+            if share > c.maintenance_after_purge_share then
+                run_maintenance := pgseek.schedule_purge_maintenance();
+            end if;
+        exception when others or query_canceled then
+            run_maintenance := 'failed: ' || sqlerrm;
+        end;
     end if;
     update pgseek.purge_log as l set
         finished_at = pg_catalog.clock_timestamp(),
@@ -305,8 +369,9 @@ begin
         maintenance_updated_at = case when run_maintenance is not null
             then pg_catalog.now() end
     where l.id = run_id;
-    commit;
+    -- (before the commit: a run that looks at this row meanwhile waits for the commit)
     perform pg_catalog.pg_advisory_unlock(pgseek.purge_lock_key(run_id));
+    commit;
 end
 $$;
 

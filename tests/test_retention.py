@@ -116,6 +116,104 @@ def test_chunks_queue_entries_and_dead_letters_go_with_their_document(conn):
     assert source is not None
 
 
+def ingest_expired(conn, n: int, metadata: str = '{"source": "manual"}') -> None:
+    """n sources of 6 chunks each (pgseek.ingest), 8 days old."""
+    for i in range(n):
+        conn.execute("select pgseek.ingest(repeat(%s, 60), %s, 20, 0)", (f"word{i} ", metadata))
+    for table in ("sources", "documents"):
+        conn.execute(f"update pgseek.{table} set created_at = now() - interval '8 days'")
+
+
+def test_chunks_deleted_with_their_source_are_counted(conn):
+    policy = conn.execute(
+        "select pgseek.set_retention('{\"source\": \"manual\"}', '7 days')"
+    ).fetchone()[0]
+    ingest_expired(conn, 2)
+    chunks = conn.execute("select count(*) from pgseek.documents").fetchone()[0]
+    assert chunks >= 6
+    for i in range(chunks):
+        add(conn, f"kept {i}", "1 hour", '{"source": "docs"}')
+    assert purge(conn, batch_size=2) == chunks
+    status, deleted, _, per_policy, _ = last_run(conn)
+    assert (status, deleted, per_policy) == ("finished", chunks, {str(policy): chunks})
+    advice = maintenance_of_last_run(conn)[0]
+    assert advice.startswith("50.0% of the documents were deleted")
+
+
+def test_expired_sources_go_even_when_their_chunks_no_longer_match(conn):
+    """The run goes on while sources remain, not only while documents do."""
+    conn.execute("select pgseek.set_retention('{\"source\": \"manual\"}', '7 days')")
+    ingest_expired(conn, 5)
+    conn.execute('update pgseek.documents set metadata = \'{"source": "retagged"}\'')
+    chunks = conn.execute("select count(*) from pgseek.documents").fetchone()[0]
+    assert purge(conn, batch_size=2) == chunks
+    assert last_run(conn)[0] == "finished"
+    assert conn.execute("select count(*) from pgseek.sources").fetchone()[0] == 0
+    assert contents(conn) == []
+
+
+def hold_queue_row_of(db, content: str):
+    """Another session holding the queue row of a document: deleting it waits."""
+    other = db.connect()
+    other.execute("begin")
+    held = other.execute(
+        "select count(*) from (select from pgseek.embedding_queue as q join pgseek.documents"
+        " as d on d.id = q.document_id where d.content = %s for update of q) as l",
+        (content,),
+    )
+    assert held.fetchone()[0] == 1
+    return other
+
+
+def advisory_locks(conn) -> int:
+    return conn.execute(
+        "select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid()"
+    ).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ("lock_timeout", "canceling statement due to lock timeout"),
+        ("statement_timeout", "canceling statement due to statement timeout"),
+    ],
+)
+def test_a_failed_or_cancelled_run_logs_what_it_did_and_gives_back_its_lock(
+    conn, db, setting, error
+):
+    policy = conn.execute(
+        "select pgseek.set_retention('{\"source\": \"training\"}', '1 day')"
+    ).fetchone()[0]
+    for i in range(5):
+        add(conn, f"old {i}", f"{10 - i} days")  # deleted oldest first: old 0, old 1, ...
+    other = hold_queue_row_of(db, "old 2")
+    try:
+        conn.execute(f"set {setting} = '1s'")
+        assert purge(conn, batch_size=2) == 2
+        conn.execute(f"reset {setting}")
+    finally:
+        other.close()
+    status, deleted, _, per_policy, message = last_run(conn)
+    assert (status, deleted, per_policy) == ("failed", 2, {str(policy): 2})
+    assert message == error
+    assert advisory_locks(conn) == 0
+    assert contents(conn) == ["old 2", "old 3", "old 4"]
+    assert purge(conn) == 3  # the next run goes on
+    assert last_run(conn)[0] == "finished"
+
+
+def test_the_time_budget_is_checked_between_policies_too(conn):
+    first = conn.execute(
+        "select pgseek.set_retention('{\"source\": \"training\"}', '1 day')"
+    ).fetchone()[0]
+    conn.execute("select pgseek.set_retention('{\"source\": \"docs\"}', '1 day')")
+    add(conn, "old training", "2 days")
+    add(conn, "old docs", "2 days", '{"source": "docs"}')
+    assert purge(conn, batch_size=2, time_budget="1 microsecond") == 1
+    assert last_run(conn)[:4] == ("time budget reached", 1, 1, {str(first): 1})
+    assert contents(conn) == ["old docs"]
+
+
 def test_old_query_embeddings_and_purge_log_rows_are_pruned(conn):
     conn.execute(
         "insert into pgseek.query_embeddings (model, text_hash, embedding, last_used_at)"
@@ -156,6 +254,33 @@ def test_concurrent_runs_share_the_work(conn, db):
     assert failures == []
     assert sum(results) == 3000
     assert contents(conn) == []
+
+
+def test_concurrent_runs_share_sources_and_their_chunks(conn, db):
+    """Both runs' documents batches take chunks while their sources batches delete
+    chunks of the sources they hold: nothing is counted twice, nothing deadlocks."""
+    conn.execute("select pgseek.set_retention('{\"source\": \"manual\"}', '7 days')")
+    ingest_expired(conn, 40)
+    chunks = conn.execute("select count(*) from pgseek.documents").fetchone()[0]
+    results, failures = [], []
+
+    def run() -> None:
+        try:
+            with db.connect() as other:
+                results.append(purge(other, batch_size=3))
+        except Exception as exc:  # any error fails the test below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert sum(results) == chunks
+    runs = conn.execute("select status, error from pgseek.purge_log order by id").fetchall()
+    assert runs == [("finished", None)] * 2
+    assert conn.execute("select count(*) from pgseek.sources").fetchone()[0] == 0
 
 
 def maintenance_of_last_run(conn) -> tuple:
