@@ -17,8 +17,11 @@ begin
     if tg_op = 'INSERT' and new.embedding is not null then
         return new;
     end if;
-    if tg_op = 'UPDATE' and (new.content is not distinct from old.content
-        or new.embedding is distinct from old.embedding) then
+    -- (the after-update trigger queues the same rows: see documents_queue_updated)
+    if tg_op = 'UPDATE' and not (
+        (new.content is distinct from old.content and new.embedding is not distinct from old.embedding)
+        or (new.embedding is null and old.embedding is not null)
+    ) then
         return new;
     end if;
     begin
@@ -69,8 +72,9 @@ after insert on pgseek.documents
 referencing new table as inserted
 for each statement execute function pgseek.documents_queue_inserted();
 
--- Trigger function: queues rows whose text changed (content_hash differs); updates of
--- metadata alone, or of a vector the client supplies with its text, queue nothing.
+-- Trigger function: queues rows whose text changed (content_hash differs) or whose
+-- vector was set to NULL; updates of metadata alone, or of a vector the client supplies
+-- with its text, queue nothing.
 -- Dead letters for the old text are obsolete and removed. SECURITY DEFINER: see above.
 create or replace function pgseek.documents_queue_updated()
 returns trigger
@@ -92,7 +96,11 @@ begin
     insert into pgseek.embedding_queue (document_id, target, content_hash)
     select n.id, 'embedding', n.content_hash
     from new_rows as n inner join old_rows as o on n.id = o.id
-    where n.content_hash <> o.content_hash and n.embedding is not distinct from o.embedding;
+    where
+        -- re-worded, and no vector of the caller's in the same update
+        (n.content_hash <> o.content_hash and n.embedding is not distinct from o.embedding)
+        -- or the vector cleared (a row is always embedded, queued or dead-lettered)
+        or (n.embedding is null and o.embedding is not null);
     if c.next_embedding_model is not null then
         insert into pgseek.embedding_queue (document_id, target, content_hash)
         select n.id, 'embedding_next', n.content_hash

@@ -141,6 +141,13 @@ def test_sync_mode_embeds_in_the_writing_transaction(conn):
     assert conn.execute(
         "select embedding is not null from pgseek.documents where id = %s", (doc_id,)
     ).fetchone()[0]
+    # new text with the vector cleared, or the vector alone cleared: embedded again
+    for change in ("content = 'new text', embedding = null", "embedding = null"):
+        conn.execute(f"update pgseek.documents set {change} where id = %s", (doc_id,))
+        assert queued(conn) == []
+        assert conn.execute(
+            "select embedding is not null from pgseek.documents where id = %s", (doc_id,)
+        ).fetchone()[0], change
 
 
 def test_chunked_ingest_stores_queues_and_cascades(conn):
@@ -221,6 +228,32 @@ def test_client_supplied_vectors_skip_the_queue(remote):
         (str(stub_vector("imported", 8)),),
     )
     assert queued(remote) == []
+
+
+def test_a_cleared_vector_is_queued_again(remote):
+    """New text with embedding set to NULL, or the vector alone cleared: queued, never
+    unaccounted; new text with a vector of the client's: not queued."""
+    vector = str(stub_vector("imported", 8))
+    ids = [
+        remote.execute(
+            "insert into pgseek.documents (content, embedding) values (%s, %s::vector)"
+            " returning id",
+            (text, vector),
+        ).fetchone()[0]
+        for text in ("a", "b", "c")
+    ]
+    remote.execute(
+        "update pgseek.documents set content = 'a2', embedding = null where id = %s", (ids[0],)
+    )
+    remote.execute("update pgseek.documents set embedding = null where id = %s", (ids[1],))
+    remote.execute(
+        "update pgseek.documents set content = 'c2', embedding = %s::vector where id = %s",
+        (str(stub_vector("c2", 8)), ids[2]),
+    )
+    assert sorted(q[0] for q in queued(remote)) == sorted(ids[:2])
+    assert status(remote)["unaccounted"] == 0
+    assert remote.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 2
+    assert status(remote)["unaccounted"] == 0
 
 
 def test_mode_off_queues_nothing(remote):
