@@ -733,13 +733,7 @@ begin
         f.fused_score,
         f.vr::integer,
         f.tr::integer,
-        coalesce(f.vs, f.vx, case when vector_dims(d.embedding) = vector_dims(query_embedding) then
-            pgseek.similarity(case metric
-                when 'cosine' then d.embedding <=> query_embedding
-                when 'l2' then d.embedding <-> query_embedding
-                else d.embedding <#> query_embedding
-            end, metric)
-        end),
+        row_vector.similarity,
         f.ts,
         case when snippets then
             ts_headline(language, d.content, pgseek.any_term_query(query_text, language),
@@ -747,7 +741,18 @@ begin
         end
     from fused as f
     inner join pgseek.documents as d on f.id = d.id
-    where min_similarity is null or coalesce(f.vs, -1e308) >= min_similarity
+    -- every row's vector_similarity (keyword-only rows' too): what min_similarity floors
+    cross join lateral (
+        select coalesce(f.vs, f.vx,
+            case when vector_dims(d.embedding) = vector_dims(query_embedding) then
+                pgseek.similarity(case metric
+                    when 'cosine' then d.embedding <=> query_embedding
+                    when 'l2' then d.embedding <-> query_embedding
+                    else d.embedding <#> query_embedding
+                end, metric)
+            end) as similarity
+    ) as row_vector
+    where min_similarity is null or row_vector.similarity >= min_similarity
     order by f.fused_score desc, d.id
     offset page_offset
     limit k;
@@ -854,6 +859,8 @@ declare
     exact_ids uuid [];
     index_ids uuid [];
     dims integer := (select c.embedding_dimensions from pgseek.config as c);
+    -- the configured metric: any other has no index, and exact would meet exact
+    metric text := (select c.distance_metric from pgseek.config as c);
 begin
     perform pgseek.check_argument(sample between 1 and 1000,
         format('sample must be between 1 and 1000, got %s', coalesce(sample::text, 'NULL')));
@@ -867,10 +874,10 @@ begin
         limit sample
     loop
         index_ids := array(
-            select v.id from pgseek.vector_candidates(query, k) as v
+            select v.id from pgseek.vector_candidates(query, k, metric) as v
         );
         exact_ids := array(
-            select v.id from pgseek.vector_candidates(query, k, force_exact => true) as v
+            select v.id from pgseek.vector_candidates(query, k, metric, force_exact => true) as v
         );
         found := found + cardinality(array(select unnest(index_ids) intersect select unnest(exact_ids)));
         expected := expected + cardinality(exact_ids);

@@ -382,6 +382,31 @@ def test_recall_self_check(c):
     assert recall >= 0.9
 
 
+def rebuild_vector_index(conn) -> None:
+    for statement in conn.execute("select pgseek.vector_index_ddl()").fetchall():
+        conn.execute(statement[0])
+
+
+def test_recall_self_check_measures_the_configured_metric(c):
+    """With an l2 index, check_recall compares that index with an exact l2 scan (not an
+    exact cosine scan with itself, which always agrees): an IVFFlat index probing 1 of
+    100 lists misses neighbours, and the check says so."""
+    c.execute(
+        "update pgseek.config set distance_metric = 'l2', vector_index = 'ivfflat',"
+        " ivfflat_lists = 100, ivfflat_probes = 1"
+    )
+    try:
+        rebuild_vector_index(c)
+        recall = c.execute("select recall from pgseek.check_recall(20, 50)").fetchone()[0]
+    finally:
+        c.execute(
+            "update pgseek.config set distance_metric = 'cosine', vector_index = 'hnsw',"
+            " ivfflat_lists = null, ivfflat_probes = 10"
+        )
+        rebuild_vector_index(c)
+    assert 0 < recall < 0.99
+
+
 # --- hybrid_search -------------------------------------------------------------------
 
 
@@ -487,6 +512,24 @@ def test_hybrid_filter_and_threshold(c):
         (q, floor),
     ).fetchall()
     assert 0 < len(kept) < 10 and all(r[0] >= floor for r in kept)
+
+
+@pytest.mark.parametrize("mode", ["text", "convex"])
+def test_hybrid_threshold_keeps_keyword_only_rows_above_it(c, mode):
+    """min_similarity floors the vector_similarity every row reports, also of rows only
+    the keyword branch found."""
+    q = query_vector(c, 13)
+    sql = (
+        "select id, vector_similarity, vector_rank from pgseek.hybrid_search('cron', %s::vector,"
+        " k => 300, mode => %s, candidates => 100, min_similarity => %s)"
+    )
+    rows = c.execute(sql, (q, mode, None)).fetchall()
+    keyword_only = [r for r in rows if r[2] is None]
+    assert keyword_only and all(r[1] is not None for r in keyword_only)
+    floor = min(r[1] for r in keyword_only)
+    kept = c.execute(sql, (q, mode, floor)).fetchall()
+    assert {r[0] for r in kept} == {r[0] for r in rows if r[1] >= floor}
+    assert any(r[2] is None for r in kept)
 
 
 def test_hybrid_pages_do_not_overlap(c):
