@@ -39,13 +39,16 @@ $$;
 -- for; the configured ef_search and probes; and whether rows the index finds may not
 -- count (`filtered`: a filter, or row security on documents); and whether `depth` rows
 -- may be taken with a plain (not iterative) index scan (`plain`: not filtered, not
--- exact, depth given and at most 1000, ef_search's limit; see search_similar()). The
+-- exact, depth given and at most 1000, ef_search's limit; see search_similar()); and
+-- whether the index can be scanned iteratively in strict order (`ordered`: HNSW). The
 -- filtering guarantee:
 -- when a metadata filter matches at most config.exact_search_max_rows rows, those rows
 -- are scanned exactly (GIN finds them, a sort ranks them), so a selective filter still
--- yields every match; otherwise the HNSW index is scanned iteratively (pgvector 0.8)
--- until enough rows pass the filter, taking 4 times as many as asked for (relaxed order
--- stops at the first rows that pass) and the caller keeps the nearest. The query takes
+-- yields every match; otherwise the index is scanned iteratively (pgvector 0.8) until
+-- enough rows pass the filter: in relaxed order (vector_candidates()) taking 4 times as
+-- many as asked for (relaxed order stops at the first rows that pass) and the caller
+-- keeps the nearest, or in strict order with 4 times the ef_search (similar_scan()).
+-- The query takes
 -- $1 = query vector, $2 = filter, $4 = rows to take. Checks the vector (22023 naming the
 -- problem).
 --
@@ -59,7 +62,8 @@ $$;
 create or replace function pgseek.vector_search_plan(
     query_embedding vector, metric text, filter jsonb, depth integer default null,
     out nearest text, out exact boolean, out oversample integer,
-    out ef_search integer, out probes integer, out filtered boolean, out plain boolean
+    out ef_search integer, out probes integer, out filtered boolean, out plain boolean,
+    out ordered boolean
 )
 language plpgsql
 stable
@@ -130,6 +134,8 @@ begin
     -- Whether rows the index finds may not count: a filter, or row security (tenants).
     filtered := filter is not null or c.relrowsecurity;
     plain := not (filtered or exact) and coalesce(depth <= 1000, false);
+    -- HNSW scans iteratively in strict order too (IVFFlat in relaxed order only)
+    ordered := c.vector_index = 'hnsw';
     nearest := format(
         'select d.id, d.content, d.metadata, '
         '(d.embedding::vector(%1$s) %2$s $1::vector(%1$s))::float8 as distance '
@@ -168,9 +174,12 @@ return format(
 -- Sets, for the calling function only (it must declare these settings in a SET
 -- clause), what a vector scan of `depth` rows needs: an exact scan turns index scans
 -- off; an index scan gets ef_search (at least depth) / probes and, when `iterate`,
--- iterative scanning (relaxed order; callers re-sort).
+-- iterative scanning: relaxed order (callers re-sort), or when `ordered` HNSW's strict
+-- order, whose rows come nearest first, so a longer scan only adds rows after a shorter
+-- one's (IVFFlat has only relaxed order).
 create or replace function pgseek.apply_vector_settings(
-    exact boolean, depth integer, ef_search integer, probes integer, iterate boolean
+    exact boolean, depth integer, ef_search integer, probes integer, iterate boolean,
+    ordered boolean default false
 )
 returns void
 language plpgsql
@@ -184,10 +193,33 @@ begin
     -- One statement: each PERFORM is a query of its own, and this runs on every search.
     perform
         set_config('hnsw.ef_search', least(greatest(ef_search, depth), 1000)::text, true),
-        set_config('hnsw.iterative_scan', case when iterate then 'relaxed_order' else 'off' end, true),
+        set_config('hnsw.iterative_scan', case
+            when not iterate then 'off' when ordered then 'strict_order' else 'relaxed_order'
+        end, true),
         set_config('hnsw.max_scan_tuples', '1000000', true),
         set_config('ivfflat.probes', probes::text, true),
         set_config('ivfflat.iterative_scan', case when iterate then 'relaxed_order' else 'off' end, true);
+end
+$$;
+
+-- Sets up search_similar()'s scan of depth rows (see there) for the calling function
+-- (which declares the settings in a SET clause): the same ef_search for every page (the
+-- configured or given one; 4 times that under a filter or row security, at most 1000),
+-- a plain index scan when plain, no threshold and depth within that ef_search, else an
+-- iterative one (HNSW: strict order). Returns that ef_search and whether it iterates.
+create or replace function pgseek.similar_scan(
+    exact boolean, filtered boolean, plain boolean, ordered boolean, depth integer,
+    ef_search integer, probes integer, threshold boolean,
+    out scan_ef integer, out iterate boolean
+)
+language plpgsql
+volatile
+as $$
+begin
+    scan_ef := least(ef_search * case when filtered and not exact then 4 else 1 end, 1000);
+    iterate := not plain or threshold or depth > scan_ef;
+    -- (depth => scan_ef: ef_search is scan_ef whatever the page)
+    perform pgseek.apply_vector_settings(exact, scan_ef, scan_ef, probes, iterate, ordered);
 end
 $$;
 
@@ -497,9 +529,18 @@ $$;
 -- scan yields at most its ef_search nearest index entries, and entries of deleted rows
 -- not yet vacuumed (or of rows not yet visible) among them can leave it short of k +
 -- page_offset rows: then the search is made again with the iterative scan, which goes
--- on past them (so are searches deeper than 1000 rows, ef_search's limit). (With a
--- threshold, a short page is the common case and could not tell a cut from a short
--- scan: iterative.)
+-- on past them. (With a threshold, a short page is the common case and could not tell a
+-- cut from a short scan: iterative.)
+--
+-- Pages: every page of a search (the same query, k, filter and settings) is a slice of
+-- one scan. The plan (exact or index) is chosen for k, not k + page_offset, and the
+-- index is scanned with the same ef_search on every page (the configured one; under a
+-- filter or row security 4 times that, at most 1000: more of the nearest rows pass),
+-- plainly while k + page_offset is at most that ef_search, else iteratively in HNSW's
+-- strict order, whose rows come nearest first and begin with the plain scan's rows: a
+-- deeper page only sees rows after a shallower one's, so pages never overlap or skip
+-- a row. (IVFFlat scans iteratively in relaxed order only: its deeper pages under a
+-- filter may differ; its rows are taken 4 times over and re-sorted.)
 create or replace function pgseek.search_similar(
     query_embedding vector,
     k integer default 10,
@@ -531,8 +572,8 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
     plan record;
+    scan record;
     depth integer;
-    iterate boolean;
     ids uuid [];
     contents text [];
     metadatas jsonb [];
@@ -540,14 +581,11 @@ declare
 begin
     perform pgseek.check_search_arguments(k, page_offset, filter, ef_search, probes, min_similarity);
     depth := k + page_offset;
-    plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth);
-    iterate := not plan.plain or min_similarity is not null;
-    ef_search := coalesce(ef_search, plan.ef_search);
+    plan := pgseek.vector_search_plan(query_embedding, metric, filter, k);
     probes := coalesce(probes, plan.probes);
-    perform pgseek.apply_vector_settings(
-        plan.exact, depth * plan.oversample, ef_search, probes, iterate
-    );
-    if not iterate then
+    scan := pgseek.similar_scan(plan.exact, plan.filtered, plan.plain, plan.ordered, depth,
+        coalesce(ef_search, plan.ef_search), probes, min_similarity is not null);
+    if not scan.iterate then
         -- Static statements: PL/pgSQL keeps their plans, nothing is parsed or planned
         -- per call. The rows are kept until it is clear there are enough of them.
         select
@@ -569,10 +607,12 @@ begin
         end if;
         -- Short: the table holds fewer rows, or the plain scan met entries of dead
         -- rows. The iterative scan goes on past them.
-        perform pgseek.apply_vector_settings(false, depth, ef_search, probes, true);
+        perform pgseek.apply_vector_settings(false, scan.scan_ef, scan.scan_ef, probes, true, plan.ordered);
     end if;
     return query execute pgseek.similar_query(plan.nearest, metric)
-    using query_embedding, filter, depth, depth * plan.oversample, min_similarity, page_offset;
+    using query_embedding, filter, depth,
+        depth * case when plan.ordered then 1 else plan.oversample end,  -- rows taken
+        min_similarity, page_offset;
 end
 $$;
 
@@ -823,24 +863,24 @@ set "ivfflat.iterative_scan" = off
 as $$
 declare
     plan record;
+    scan record;
 begin
     perform pgseek.check_search_arguments(k, 0, filter, ef_search, probes, null);
     plan := pgseek.vector_search_plan(query_embedding, metric, filter, k);
-    perform pgseek.apply_vector_settings(
-        plan.exact, k * plan.oversample, coalesce(ef_search, plan.ef_search),
-        coalesce(probes, plan.probes), not plan.plain
-    );
+    scan := pgseek.similar_scan(plan.exact, plan.filtered, plan.plain, plan.ordered, k,
+        coalesce(ef_search, plan.ef_search), coalesce(probes, plan.probes), false);
     return next format('-- %s scan; hnsw.ef_search = %s, hnsw.iterative_scan = %s, '
         'ivfflat.probes = %s, enable_indexscan = %s',
         case when plan.exact then 'exact' else 'index' end,
         current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan'),
         current_setting('ivfflat.probes'), current_setting('enable_indexscan'));
     return query execute 'explain (analyze, buffers, costs off) '
-        || case when plan.plain
-            then plan.nearest  -- pgseek.nearest_indexed()'s query, planned for the values
-            else pgseek.similar_query(plan.nearest, metric)
+        || case when scan.iterate or plan.exact
+            then pgseek.similar_query(plan.nearest, metric)
+            else plan.nearest  -- pgseek.nearest_indexed()'s query, planned for the values
         end
-    using query_embedding, filter, k, k * plan.oversample, null::float8, 0;
+    using query_embedding, filter, k, k * case when plan.ordered then 1 else plan.oversample end,
+        null::float8, 0;
 end
 $$;
 

@@ -96,7 +96,7 @@ begin
             values
             ('pgseek_reader', array[
                 'search_similar', 'hybrid_search', 'check_recall', 'embed', 'similarity', 'check_argument', 'vector_search_plan',
-                'similar_query', 'check_search_arguments', 'apply_vector_settings', 'nearest_indexed',
+                'similar_query', 'check_search_arguments', 'apply_vector_settings', 'similar_scan', 'nearest_indexed',
                 'distance_operator',
                 'vector_candidates', 'lexeme_query',
                 'any_term_query', 'text_candidates', 'term_frequency', 'bm25_term',

@@ -207,6 +207,54 @@ def test_pages_do_not_overlap(c):
     assert page1 + page2 == both
 
 
+def pages(conn, q: str, pages: int, k: int = 10, **args) -> list:
+    """The ids of `pages` consecutive pages of search_similar, page 1 first."""
+    named = "".join(f", {name} => %({name})s" for name in args)
+    sql = f"select id from pgseek.search_similar(%(q)s::vector, %(k)s{named}, page_offset => %(o)s)"
+    return [
+        r[0] for p in range(pages) for r in conn.execute(sql, {"q": q, "k": k, "o": p * k, **args})
+    ]
+
+
+def test_pages_are_slices_of_one_ranking_where_the_index_is_poor(conn):
+    """Random 384-d vectors, where HNSW's later batches often hold nearer rows than its
+    first: under a filter (iterative scans) each page must go on where the last ended."""
+    load_indexed_random_rows(conn, seed=0.5, dims=384, rows=4000)
+    conn.execute("update pgseek.config set exact_search_max_rows = 0")  # the index path
+    rng = random.Random(5)
+    for _ in range(5):
+        q = "[" + ",".join(f"{rng.random() - 0.5:.5f}" for _ in range(384)) + "]"
+        paged = pages(conn, q, 10, filter='{"even": true}')
+        assert len(set(paged)) == 100  # (relaxed order, each page its own depth: 94 to 99)
+        assert paged == pages(conn, q, 1, k=100, filter='{"even": true}')
+
+
+@pytest.mark.parametrize("key", [None, "half", "tenth"])
+def test_pages_are_slices_of_one_ranking_also_under_a_filter(c, key):
+    """Ten pages of 10 are the first 100 rows of one search: nothing twice, nothing
+    skipped, also where the index is scanned iteratively (a filter: each page scans as
+    deep as it needs, and a relaxed-order scan would rank each depth differently)."""
+    q = query_vector(c, 21)
+    args = {"filter": f'{{"{key}": true}}'} if key else {}
+    paged = pages(c, q, 10, **args)
+    assert len(set(paged)) == 100
+    assert paged == pages(c, q, 1, k=100, **args)
+
+
+def test_pages_agree_past_dead_entries_and_past_ef_search(conn):
+    """Pages whose depth a plain scan still serves and deeper ones that must go on past
+    dead entries (or past ef_search) are slices of the same ranking."""
+    load_indexed_random_rows(conn, seed=0.3)
+    q = "[0.1,0.2,-0.3,0.4,-0.2,0.1,0.3,-0.1]"
+    top = [r[0] for r in conn.execute(NEAREST, (q, 100))]
+    conn.execute("delete from pgseek.documents where id = any(%s)", (top[1::2],))
+    assert len(plain_scan(conn, q, ef_search=100)) < 60
+    paged = pages(conn, q, 15)  # 150 rows: past ef_search (100) too
+    assert len(set(paged)) == 150
+    assert paged == pages(conn, q, 1, k=150)
+    assert paged[:10] == pages(conn, q, 1, min_similarity=-1.0)
+
+
 def test_the_unfiltered_search_keeps_one_plan_through_the_index(corpus):
     """Without a filter search_similar runs a static statement (pgseek.nearest_indexed,
     written for the configured dimensions): planned once per session, generic, and still
@@ -259,18 +307,22 @@ def test_the_static_search_follows_a_change_of_dimensions(conn):
 NEAREST = "select id from pgseek.documents order by embedding <=> %s::vector, id limit %s"
 
 
-def load_indexed_random_rows(conn, seed: float) -> None:
-    """3000 rows of random 8-d vectors, the configured vector index built, analyzed (so
-    that the planner takes the index), autovacuum off (deleted rows stay in the index)."""
-    conn.execute("update pgseek.config set embedding_dimensions = 8, embedding_mode = 'off'")
+def load_indexed_random_rows(conn, seed: float, dims: int = 8, rows: int = 3000) -> None:
+    """Rows of random vectors (3000 of 8-d), the configured vector index built, analyzed
+    (so that the planner takes the index), autovacuum off (deleted rows stay in the
+    index); every other row has metadata {"even": true}."""
+    conn.execute(
+        "update pgseek.config set embedding_dimensions = %s, embedding_mode = 'off'", (dims,)
+    )
     conn.execute("alter table pgseek.documents set (autovacuum_enabled = false)")
     conn.execute("select setseed(%s)", (seed,))
     conn.execute(
-        "insert into pgseek.documents (content, embedding)"
-        # 8 + i * 0: a correlated subquery, so that every row draws a vector of its own
-        " select 'row ' || i,"
-        " (select array_agg(random() - 0.5) from generate_series(1, 8 + i * 0))::vector"
-        " from generate_series(1, 3000) as i"
+        "insert into pgseek.documents (content, metadata, embedding)"
+        " select 'row ' || i, case when i %% 2 = 0 then '{\"even\": true}' else '{}' end::jsonb,"
+        # dims + i * 0: a correlated subquery, so that every row draws a vector of its own
+        " (select array_agg(random() - 0.5) from generate_series(1, %s + i * 0))::vector"
+        " from generate_series(1, %s) as i",
+        (dims, rows),
     )
     for (statement,) in conn.execute("select pgseek.vector_index_ddl()").fetchall():
         conn.execute(statement)
