@@ -387,7 +387,11 @@ declare
 begin
     perform pgseek.require_pg_cron();
     delete from cron.job_run_details as d
-    where d.end_time < now() - (select c.cron_history_keep from pgseek.config as c);
+    where
+        -- runs that never ended have no end_time ('server restarted': failed), and
+        -- those that never started no start_time either; running ones stay
+        coalesce(d.end_time, d.start_time) < now() - (select c.cron_history_keep from pgseek.config as c)
+        and (d.end_time is not null or d.status in ('failed', 'succeeded'));
     get diagnostics removed = row_count;
     return removed;
 end

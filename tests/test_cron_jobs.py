@@ -179,6 +179,28 @@ def test_the_scheduled_purge_runs_and_cron_history_is_cleaned(cron_conn):
     assert cron_conn.execute("select pgseek.clean_cron_history()").fetchone()[0] >= 1
 
 
+def test_cron_history_cleaning_takes_runs_that_never_ended_but_not_running_ones(cron_conn):
+    old_rows = (
+        "insert into cron.job_run_details"
+        " (jobid, runid, command, status, return_message, start_time, end_time) values"
+        " (0, nextval('cron.runid_seq'), 'old', 'succeeded', null, now() - interval '30 days',"
+        " now() - interval '30 days'),"
+        # what pg_cron 1.4 leaves of a run the server's restart cut short: no end_time
+        " (0, nextval('cron.runid_seq'), 'cut', 'failed', 'server restarted',"
+        " now() - interval '30 days', null),"
+        # a run still going (however long): kept
+        " (0, nextval('cron.runid_seq'), 'long', 'running', null, now() - interval '30 days',"
+        " null)"
+    )
+    cron_conn.execute(old_rows)
+    try:
+        assert cron_conn.execute("select pgseek.clean_cron_history()").fetchone()[0] >= 2
+        left = "select command from cron.job_run_details where jobid = 0 order by runid"
+        assert [r[0] for r in cron_conn.execute(left)] == ["long"]
+    finally:
+        cron_conn.execute("delete from cron.job_run_details where jobid = 0")
+
+
 def maintenance_jobs(conn) -> list[str]:
     return [
         r[0]
