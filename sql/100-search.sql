@@ -258,6 +258,10 @@ declare
     ids uuid [];
     distances double precision [];
 begin
+    if (depth between 1 and 10000) is not true then  -- (hybrid's candidates: the same)
+        raise exception using errcode = 'invalid_parameter_value', message = format(
+            'depth must be between 1 and 10000, got %s', coalesce(depth::text, 'NULL'));
+    end if;
     plan := pgseek.vector_search_plan(query_embedding, metric, filter, depth);
     ef_search := coalesce(ef_search, plan.ef_search);
     probes := coalesce(probes, plan.probes);

@@ -650,6 +650,8 @@ BAD_ARGUMENTS = [
         "min_similarity must be a finite",
     ),
     ("select * from pgseek.search_similar(%(zero)s::vector)", "zero vector"),
+    ("select * from pgseek.vector_candidates(%(q)s::vector, -1)", "depth must be between"),
+    ("select * from pgseek.vector_candidates(%(q)s::vector, null)", "depth must be between"),
     ("select * from pgseek.hybrid_search('x', %(q)s::vector, mode => 'magic')", "mode must be"),
     (
         "select * from pgseek.hybrid_search('x', %(q)s::vector, vector_weight => 1.5)",
