@@ -138,6 +138,8 @@ begin
         select d.status, d.return_message into outcome, message
         from cron.job_run_details as d
         where d.jobid = job and d.status in ('succeeded', 'failed')
+            -- this chain's runs: cron.schedule() keeps the id of a job of the same name
+            and d.start_time >= run.maintenance_updated_at
         order by d.runid desc
         limit 1;
     end if;
@@ -146,7 +148,8 @@ begin
         when outcome = 'failed' then pg_catalog.format('failed: %s: %s', step, message)
         when outcome is null and pg_catalog.now() > run.maintenance_updated_at
             + interval '1 day' and not exists (
-                select from cron.job_run_details as d where d.jobid = job
+                select from cron.job_run_details as d
+                where d.jobid = job and d.start_time >= run.maintenance_updated_at
             ) then pg_catalog.format('failed: pgseek-%s never started', step)
         when outcome is null then run.maintenance
         when step = 'reindex' then 'vacuum scheduled'

@@ -279,3 +279,29 @@ def test_maintenance_whose_job_was_removed_is_reported(cron_conn):
         "select maintenance from pgseek.purge_log where id = %s", (run_id,)
     ).fetchone() == (status,)
     assert cron_conn.execute("select pgseek.advance_maintenance()").fetchone()[0] is None
+
+
+def test_maintenance_ignores_runs_of_an_earlier_job_of_the_same_name(cron_conn):
+    """A pgseek-reindex job left from an earlier chain keeps its id when scheduled again
+    (cron.schedule updates a job of the same name): its old 'succeeded' run must not
+    count as this chain's reindex."""
+    job = cron_conn.execute(
+        "select cron.schedule('pgseek-reindex', '0 0 1 1 *', 'select 1')"
+    ).fetchone()[0]
+    try:
+        cron_conn.execute(
+            "insert into cron.job_run_details (jobid, runid, command, status, start_time,"
+            " end_time) values (%s, nextval('cron.runid_seq'), 'select 1', 'succeeded',"
+            " now() - interval '1 day', now() - interval '1 day')",
+            (job,),
+        )
+        cron_conn.execute(
+            "insert into pgseek.purge_log (status, maintenance, maintenance_updated_at)"
+            " values ('finished', 'reindex scheduled', now())"
+        )
+        status = cron_conn.execute("select pgseek.advance_maintenance()").fetchone()[0]
+        assert status == "reindex scheduled"  # still waiting for this chain's reindex
+    finally:
+        cron_conn.execute("delete from cron.job_run_details where jobid = %s", (job,))
+        cron_conn.execute("update pgseek.purge_log set maintenance = 'done'")
+        cron_conn.execute("select pgseek.advance_maintenance()")  # removes the job
