@@ -231,6 +231,34 @@ def test_a_tenants_bm25_scores_ignore_other_tenants_documents(conn, logins, corp
     )
 
 
+def test_a_pinned_login_keeps_its_tenant_whatever_role_it_sets(logins, corpus):
+    """SET ROLE to an unpinned role the login belongs to, then naming another tenant,
+    changes nothing: the pins of the login (session_user) still apply."""
+    with logins["globex"].connect() as c:
+        c.execute("set role pgseek_writer")
+        c.execute("set pgseek.tenant = 'acme'")
+        assert c.execute("select pgseek.current_tenant()").fetchone()[0] == "globex"
+        assert ids_of(c, "select id from pgseek.documents") == corpus["globex"]
+        changed = c.execute(
+            "update pgseek.documents set content = 'tampered' where id = any(%s)",
+            (list(corpus["acme"]),),
+        )
+        assert changed.rowcount == 0
+        tenant = c.execute(
+            "insert into pgseek.documents (content) values ('planted') returning tenant"
+        ).fetchone()[0]
+        assert tenant == "globex"
+
+
+def test_superusers_are_pinned_to_no_tenant(conn, logins, corpus):  # noqa: ARG001 (two pins)
+    """pg_has_role() is true for a superuser on every role: pins must not make the owner
+    (here a superuser) 'pinned to more than one tenant'."""
+    assert conn.execute("select pgseek.current_tenant()").fetchone()[0] is None
+    conn.execute("insert into pgseek.documents (content) values ('by the owner')")
+    found = ids_of(conn, "select id from pgseek.hybrid_search('invoice volcano canyon', k => 100)")
+    assert found == corpus["acme"] | corpus["globex"]
+
+
 def test_an_application_role_names_the_tenant_per_transaction(logins, corpus):
     with logins["app"].connect() as c:
         # No tenant: nothing visible, nothing writable (fails closed).
