@@ -110,9 +110,14 @@ begin
 end
 $$;
 
--- Stores the API key of a remote provider ('openai'). Callers cannot read it back.
+-- Stores the API key of a remote provider ('openai') for the server base_url (NULL: the
+-- provider's default, https://api.openai.com/v1). pgseek sends the key to that server
+-- only: a configuration naming another base_url gets no key (whoever may change the
+-- configuration cannot send the key elsewhere). Callers cannot read it back.
 -- SECURITY DEFINER: provider_secrets has no grant at all (pgseek_admin may call this).
-create or replace function pgseek.set_api_key(provider text, api_key text)
+create or replace function pgseek.set_api_key(
+    provider text, api_key text, base_url text default null
+)
 returns void
 language plpgsql
 volatile
@@ -127,10 +132,15 @@ begin
     if api_key is null or api_key !~ '[^[:space:]]' then
         raise exception 'api_key must not be empty' using errcode = 'invalid_parameter_value';
     end if;
-    insert into pgseek.provider_secrets (provider, api_key)
-    values (set_api_key.provider, set_api_key.api_key)
+    if base_url !~ '^https?://[^/@[:space:]]+(/[^@[:space:]]*)?$' then
+        raise exception 'base_url must be an http(s) URL without credentials, not %',
+        quote_literal(base_url)
+        using errcode = 'invalid_parameter_value';
+    end if;
+    insert into pgseek.provider_secrets (provider, api_key, base_url)
+    values (set_api_key.provider, set_api_key.api_key, rtrim(set_api_key.base_url, '/'))
     on conflict on constraint provider_secrets_pkey
-    do update set api_key = excluded.api_key, updated_at = now();
+    do update set api_key = excluded.api_key, base_url = excluded.base_url, updated_at = now();
 end
 $$;
 

@@ -49,10 +49,12 @@ pgseek.retention_policies,
 pgseek.tenant_roles,
 pgseek.embedding_queue,
 pgseek.embedding_dead_letter,
-pgseek.query_embeddings,
 pgseek.text_stats,
 pgseek.text_stats_summary
 to pgseek_admin;
+-- The query-embedding cache: read and pruned (purge_expired), written only by embed()
+-- (SECURITY DEFINER): vectors an admin planted would answer every tenant's queries.
+grant select, delete on pgseek.query_embeddings to pgseek_admin;
 grant select, insert, update, delete on pgseek.purge_log to pgseek_admin;
 grant select on pgseek.embedding_batches, pgseek.embedding_status,
 pgseek.embedding_failures to pgseek_admin;

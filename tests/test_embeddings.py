@@ -62,7 +62,7 @@ def remote(conn, stub):
         " embedding_dimensions = 8, embedding_options = %s",
         (json.dumps({"base_url": stub.base_url, "timeout": 1}),),
     )
-    conn.execute("select pgseek.set_api_key('openai', %s)", (API_KEY,))
+    conn.execute("select pgseek.set_api_key('openai', %s, %s)", (API_KEY, stub.base_url))
     return conn
 
 
@@ -185,6 +185,14 @@ def test_chunked_ingest_stores_queues_and_cascades(conn):
         ("call pgseek.run_embedding_worker(-1)", "max_seconds must be between 0 and 3600"),
         ("select pgseek.set_api_key('anthropic', 'k')", "provider must be 'openai'"),
         ("select pgseek.set_api_key('openai', '')", "api_key must not be empty"),
+        (
+            "select pgseek.set_api_key('openai', 'k', 'ftp://example.com')",
+            "base_url must be an http\\(s\\) URL",
+        ),
+        (
+            "select pgseek.set_api_key('openai', 'k', 'https://user:pw@example.com/v1')",
+            "base_url must be an http\\(s\\) URL",
+        ),
         ("select pgseek.start_model_change('nope', 'm', 8)", "unknown embedding provider 'nope'"),
         ("select pgseek.start_model_change('local', 'all-MiniLM-L6-v2', 5)", "has 384 dimensions"),
         ("select pgseek.start_model_change('local', 'bert-large', 1024)", "unknown local model"),
@@ -210,6 +218,28 @@ def test_remote_provider_embeds_and_sends_the_key(remote, stub):
         "select embedding::text from pgseek.documents where id = %s", (ids[1],)
     ).fetchone()[0]
     assert cosine(floats(stored), stub_vector("second", 8)) > 0.9999  # index order honoured
+
+
+def test_the_key_goes_only_to_the_server_it_was_set_for(remote, stub):
+    """A configuration naming another server (an admin may change it) gets no key: the
+    request goes out without Authorization; the default OpenAI server is another one."""
+    other = OpenAIStub(dimensions=8)
+    try:
+        remote.execute(
+            "update pgseek.config set embedding_options = %s",
+            (json.dumps({"base_url": other.base_url, "timeout": 1}),),
+        )
+        remote.execute("select pgseek.embed('to another server')")
+        assert [r["auth"] for r in other.requests] == [None]
+        remote.execute("select pgseek.set_api_key('openai', %s, %s)", (API_KEY, other.base_url))
+        remote.execute("select pgseek.embed('set for it now')")
+        assert other.requests[-1]["auth"] == f"Bearer {API_KEY}"
+        remote.execute("select pgseek.set_api_key('openai', %s)", (API_KEY,))  # the default
+        remote.execute("select pgseek.embed('the default server only')")
+        assert other.requests[-1]["auth"] is None
+    finally:
+        other.close()
+    assert all(r["auth"] == f"Bearer {API_KEY}" for r in stub.requests)
 
 
 def test_metadata_update_does_not_reembed(remote):
@@ -403,7 +433,7 @@ def test_model_change_reembeds_in_the_background_then_cuts_over(conn, db, stub):
 
     ids = insert(conn, "alpha", "beta")
     conn.execute("select pgseek.process_embedding_queue(64)")
-    conn.execute("select pgseek.set_api_key('openai', %s)", (API_KEY,))
+    conn.execute("select pgseek.set_api_key('openai', %s, %s)", (API_KEY, stub.base_url))
     options = json.dumps({"base_url": stub.base_url, "timeout": 2})
     assert (
         conn.execute(

@@ -402,3 +402,21 @@ def test_a_changed_result_type_is_recreated(empty_db, tmp_path):
         f.read_text().count("create or replace trigger documents_")
         for f in (copy.parent / "sql").glob("*.sql")
     )
+
+
+def test_a_key_stored_before_0013_stays_bound_to_the_configured_server(empty_db):
+    """0013 binds API keys to a server: a key stored before it goes on being sent to the
+    base_url configured when it ran (and to no other later)."""
+    result = run_migrate(empty_db.url, "upgrade", "0012")
+    assert result.returncode == 0, result.stderr
+    with empty_db.connect() as c:
+        c.execute(
+            "update pgseek.config set embedding_provider = 'openai',"
+            """ embedding_options = '{"base_url": "http://10.0.0.7:8000/v1/"}'"""
+        )
+        c.execute("insert into pgseek.provider_secrets (provider, api_key) values ('openai', 'k')")
+    result = run_migrate(empty_db.url, "upgrade")
+    assert result.returncode == 0, result.stderr
+    with empty_db.connect() as c:
+        bound = c.execute("select base_url from pgseek.provider_secrets").fetchone()[0]
+    assert bound == "http://10.0.0.7:8000/v1"

@@ -374,6 +374,21 @@ def test_admin_cannot_read_or_bypass_the_key_table(make_login):
         denied(c, "delete from pgseek.provider_secrets", "table provider_secrets")
 
 
+def test_admin_reads_and_prunes_the_query_cache_but_cannot_plant_vectors(make_login):
+    """Every tenant's searches read the query-embedding cache: only embed() writes it."""
+    with make_login("pgseek_admin").connect() as c:
+        c.execute("select pgseek.embed('cached by the admin')")
+        assert c.execute("select count(*) from pgseek.query_embeddings").fetchone()[0] == 1
+        denied(
+            c,
+            "insert into pgseek.query_embeddings (model, text_hash, embedding)"
+            " values ('m', '\\x01', '[1,2]')",
+            "table query_embeddings",
+        )
+        denied(c, "update pgseek.query_embeddings set embedding = embedding", "table")
+        assert c.execute("delete from pgseek.query_embeddings").rowcount == 1
+
+
 @pytest.mark.usefixtures("corpus")
 def test_a_login_without_a_pgseek_role_gets_nothing(make_login):
     with make_login(None).connect() as c:

@@ -20,6 +20,7 @@ from pgseek.embeddings.errors import (
     PermanentEmbeddingError,
     RetryableEmbeddingError,
 )
+from pgseek.embeddings.openai import DEFAULT_BASE_URL
 from pgseek.embeddings.registry import cached_provider
 
 TARGETS = ("embedding", "embedding_next")
@@ -166,14 +167,27 @@ def model_key(config: dict[str, Any]) -> str:
     return key
 
 
-def api_key(plpy: Any, gd: MutableMapping, provider: str) -> str | None:
-    if provider == "local":
+def api_key(plpy: Any, gd: MutableMapping, config: dict[str, Any]) -> str | None:
+    """The provider's API key, if it was set for the server config names (a key goes to
+    the base_url of pgseek.set_api_key only, whatever the configuration says)."""
+    if config["provider"] == "local":
         return None
     rows = plpy.execute(
-        plan(plpy, gd, "select api_key from pgseek.provider_secrets where provider = $1", ["text"]),
-        [provider],
+        plan(
+            plpy,
+            gd,
+            "select api_key, base_url from pgseek.provider_secrets where provider = $1",
+            ["text"],
+        ),
+        [config["provider"]],
     )
-    return rows[0]["api_key"] if rows else None
+    if not rows or _server(rows[0]["base_url"]) != _server(config.get("base_url")):
+        return None
+    return rows[0]["api_key"]
+
+
+def _server(base_url: str | None) -> str:
+    return (base_url or DEFAULT_BASE_URL).rstrip("/")
 
 
 def with_retry_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -186,7 +200,7 @@ def get_embedder(plpy: Any, gd: MutableMapping, target: str = "embedding", retry
     """The provider for ``target`` ('embedding' or 'embedding_next'), and its config."""
     config = provider_config(read_config(plpy, gd), target)
     config = with_retry_defaults(config, retry or QUERY_RETRY_DEFAULTS)
-    embedder = cached_provider(gd, config, api_key=api_key(plpy, gd, config["provider"]))
+    embedder = cached_provider(gd, config, api_key=api_key(plpy, gd, config))
     return embedder, config
 
 
@@ -345,7 +359,7 @@ def _process_batch(plpy: Any, gd: MutableMapping, settings: dict, batch: Batch) 
     try:
         config = with_retry_defaults(provider_config(settings, batch.target), WORKER_RETRY_DEFAULTS)
         model = model_key(config)
-        embedder = cached_provider(gd, config, api_key=api_key(plpy, gd, config["provider"]))
+        embedder = cached_provider(gd, config, api_key=api_key(plpy, gd, config))
         texts = [batch.texts[i][0] for i in ids]
         try:
             done = dict(zip(ids, embed_checked(embedder, config, texts), strict=True))

@@ -1,0 +1,7 @@
+-- Reverts 0013: keys are no longer bound to a server.
+set local search_path = pg_catalog, pg_temp;
+set local lock_timeout = '5s';
+set local statement_timeout = '60s';
+
+alter table pgseek.provider_secrets
+drop column base_url;
