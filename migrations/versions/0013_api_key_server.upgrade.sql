@@ -11,7 +11,9 @@ set local statement_timeout = '60s';
 
 alter table pgseek.provider_secrets
 add column base_url text,
-add constraint provider_secrets_base_url_http check (base_url ~ '^https?://[^/@[:space:]]+(/[^@[:space:]]*)?$');
+add constraint provider_secrets_base_url_http check (
+    base_url ~ '^https?://[^/@[:space:]]+(/[^@[:space:]]*)?$'
+);
 comment on column pgseek.provider_secrets.base_url is
 'The server the key is sent to (trailing / removed); NULL: the provider''s default.';
 
