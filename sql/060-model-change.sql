@@ -80,6 +80,9 @@ $$;
 
 -- Makes the next model the current one once every document has its new vector and its
 -- index is built; returns a summary. Fails, changing nothing, while work remains.
+-- Writes to documents wait from before the checks to the swap (SHARE lock: searches go
+-- on), so a row written meanwhile cannot slip past them. The old model's queue entries
+-- and dead letters go with its vectors.
 -- SECURITY DEFINER: it renames and drops columns of pgseek.documents, which only the
 -- table's owner may (pgseek_admin may call it); and it must see every tenant's rows.
 create or replace function pgseek.finish_model_change()
@@ -88,6 +91,9 @@ language plpgsql
 volatile
 security definer
 set search_path = pg_catalog, pgseek, pg_temp
+-- The locks are held for moments, but must not queue behind a long query (and block
+-- every search queued behind them) for long.
+set lock_timeout = '5s'
 as $$
 declare
     c pgseek.config;
@@ -99,6 +105,7 @@ begin
         raise exception 'no model change is in progress'
         using errcode = 'object_not_in_prerequisite_state';
     end if;
+    lock table pgseek.documents in share mode;
     select count(*) into remaining from pgseek.embedding_queue as q
     where q.target = 'embedding_next';
     if remaining > 0 then
@@ -133,10 +140,10 @@ begin
             hint = 'Run make vector-index (or the statements of pgseek.vector_index_ddl()).';
         end if;
     end if;
-    -- Metadata-only changes: the lock lasts milliseconds, but must not queue behind a
-    -- long query (and block every search behind it) for long.
-    set local lock_timeout = '5s';
+    -- Metadata-only changes: the lock lasts milliseconds.
     lock table pgseek.documents in access exclusive mode;
+    delete from pgseek.embedding_queue as q where q.target = 'embedding';
+    delete from pgseek.embedding_dead_letter as f where f.target = 'embedding';
     alter table pgseek.documents rename column embedding to embedding_retired;
     alter table pgseek.documents rename column embedding_next to embedding;
     alter table pgseek.documents drop column embedding_retired;

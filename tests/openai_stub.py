@@ -25,12 +25,14 @@ def stub_vector(text: str, dimensions: int) -> list[float]:
 
 class OpenAIStub:
     """Modes: 'ok', 'rate_limit' (429 + Retry-After), 'error' (500), 'slow' (sleeps past
-    any sane timeout), 'malformed' (not JSON), 'wrong_dimensions', 'unauthorized' (401)."""
+    any sane timeout), 'malformed' (not JSON), 'wrong_dimensions', 'unauthorized' (401);
+    `delay` seconds are slept before any answer."""
 
     def __init__(self, dimensions: int = 8):
         self.dimensions = dimensions
         self.mode = "ok"
         self.retry_after = 7
+        self.delay = 0.0
         self.requests: list[dict] = []
         stub = self
 
@@ -56,6 +58,7 @@ class OpenAIStub:
 
     def respond(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
         mode = self.mode
+        time.sleep(self.delay)
         if mode == "slow":
             time.sleep(5)
         if mode == "rate_limit":

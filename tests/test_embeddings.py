@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import psycopg
 import pytest
@@ -476,6 +477,78 @@ def test_model_change_reembeds_in_the_background_then_cuts_over(conn, db, stub):
     insert(conn, "delta")
     conn.execute("select pgseek.process_embedding_queue(64)")
     assert conn.execute("select vector_dims(pgseek.embed('q'))").fetchone()[0] == 8
+
+
+def test_finish_waits_for_writers_and_drops_the_old_models_work(conn, db, stub):
+    """A row written while finish_model_change() waits for its lock is seen by its
+    checks (the change is refused, nothing is lost); once done, the old model's queue
+    entries and dead letters go with its vectors."""
+    from pgtest import run_migrate
+
+    (alpha,) = insert(conn, "alpha")
+    conn.execute("select pgseek.process_embedding_queue(64)")
+    conn.execute("select pgseek.set_api_key('openai', %s, %s)", (API_KEY, stub.base_url))
+    options = json.dumps({"base_url": stub.base_url, "timeout": 2})
+    conn.execute("select pgseek.start_model_change('openai', 'stub-embed', 8, %s)", (options,))
+    conn.execute("select pgseek.process_embedding_queue(64)")
+    assert run_migrate(db.url, "vector-index").returncode == 0
+
+    def late_writer() -> None:
+        with db.connect() as w, w.transaction():
+            w.execute("insert into pgseek.documents (content) values ('late')")
+            time.sleep(1.5)
+
+    writer = threading.Thread(target=late_writer)
+    writer.start()
+    time.sleep(0.5)
+    try:
+        with pytest.raises(errors.ObjectNotInPrerequisiteState, match="still queued"):
+            conn.execute("select pgseek.finish_model_change()")
+    finally:
+        writer.join()
+    conn.execute("select pgseek.process_embedding_queue(64)")
+    hash_of_alpha = "select content_hash from pgseek.documents where id = %s"
+    conn.execute(
+        "insert into pgseek.embedding_queue (document_id, target, content_hash)"
+        f" values (%s, 'embedding', ({hash_of_alpha}))",
+        (alpha, alpha),
+    )
+    conn.execute(
+        "insert into pgseek.embedding_dead_letter"
+        " (document_id, target, content_hash, attempts, error, first_queued_at)"
+        f" values (%s, 'embedding', ({hash_of_alpha}), 5, 'old model failed', now())",
+        (alpha, alpha),
+    )
+    assert "stub-embed" in conn.execute("select pgseek.finish_model_change()").fetchone()[0]
+    assert queued(conn) == []
+    assert conn.execute("select count(*) from pgseek.embedding_dead_letter").fetchone()[0] == 0
+    s = status(conn)
+    assert (s["embedded"], s["unaccounted"]) == (2, 0)
+    assert conn.execute("show lock_timeout").fetchone()[0] == "0"  # the caller's, kept
+
+
+def test_a_failure_of_text_edited_meanwhile_leaves_no_dead_letter(remote, stub, db):
+    """The provider refuses a request for text that is edited while it runs: the entry of
+    the old text is only dropped (the edit queued the new text), so no stale dead letter
+    outlives the new text's success."""
+    (doc,) = insert(remote, "text one")
+    stub.mode, stub.delay = "unauthorized", 0.8
+
+    def edit() -> None:
+        time.sleep(0.3)
+        with db.connect() as w:
+            w.execute("update pgseek.documents set content = 'text two' where id = %s", (doc,))
+
+    editor = threading.Thread(target=edit)
+    editor.start()
+    try:
+        remote.execute("select pgseek.process_embedding_queue(64)")
+    finally:
+        editor.join()
+    stub.mode, stub.delay = "ok", 0.0
+    remote.execute("select pgseek.process_embedding_queue(64)")
+    s = status(remote)
+    assert (s["embedded"], s["dead_letter"], s["unaccounted"]) == (1, 0, 0)
 
 
 def test_model_change_can_be_cancelled(conn, stub):

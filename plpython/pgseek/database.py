@@ -80,6 +80,13 @@ where id = any($1::bigint[])
     )
 """
 
+# Dead letters of the documents whose current text now has its vector: obsolete.
+CLEARED_SQL = """
+delete from pgseek.embedding_dead_letter as f
+using unnest($1::uuid[], $2::bytea[]) as v (id, content_hash), pgseek.documents as d
+where f.document_id = v.id and f.target = $3 and d.id = v.id and d.content_hash = v.content_hash
+"""
+
 RETRY_SQL = """
 update pgseek.embedding_queue as q
 set attempts = q.attempts + 1, last_error = v.error,
@@ -88,6 +95,8 @@ from unnest($1::bigint[], $2::text[], $3::float8[]) as v (id, error, delay)
 where q.id = v.id
 """
 
+# Entries of text the document no longer holds are only deleted: the entry of its
+# current text (queued by the edit) decides, and a dead letter would outlive its success.
 DEAD_LETTER_SQL = """
 with moved as (
     delete from pgseek.embedding_queue as q
@@ -98,10 +107,11 @@ with moved as (
 )
 insert into pgseek.embedding_dead_letter
     (document_id, target, content_hash, attempts, error, first_queued_at)
-select distinct on (document_id, target)
-    document_id, target, content_hash, attempts, error, queued_at
-from moved
-order by document_id, target, queued_at
+select distinct on (m.document_id, m.target)
+    m.document_id, m.target, m.content_hash, m.attempts, m.error, m.queued_at
+from moved as m
+inner join pgseek.documents as d on d.id = m.document_id and d.content_hash = m.content_hash
+order by m.document_id, m.target, m.queued_at
 on conflict (document_id, target) do update
 set content_hash = excluded.content_hash, attempts = excluded.attempts,
     error = excluded.error, failed_at = now()
@@ -398,6 +408,9 @@ def _write(plpy: Any, gd: MutableMapping, batch: Batch, done: dict[Any, str]) ->
     plpy.execute(
         plan(plpy, gd, DONE_SQL, ["int8[]", "uuid[]", "bytea[]", "text"]),
         [entry_ids, ids, hashes, batch.target],
+    )
+    plpy.execute(
+        plan(plpy, gd, CLEARED_SQL, ["uuid[]", "bytea[]", "text"]), [ids, hashes, batch.target]
     )
 
 
