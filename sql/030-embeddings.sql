@@ -18,7 +18,7 @@ import sys
 if "/usr/local/lib/pgseek/python" not in sys.path:
     sys.path.insert(0, "/usr/local/lib/pgseek/python")
 from pgseek import database
-if not query.strip():
+if database.is_blank(query):
     plpy.error("query must not be empty", sqlstate="22023")
 return database.query_embeddings(plpy, GD, [query])[0]
 $$;
@@ -36,7 +36,9 @@ import sys
 if "/usr/local/lib/pgseek/python" not in sys.path:
     sys.path.insert(0, "/usr/local/lib/pgseek/python")
 from pgseek import database
-if any(q is not None and not q.strip() for q in queries):
+if any(isinstance(q, list) for q in queries):
+    plpy.error("queries must be a one-dimensional array", sqlstate="22023")
+if any(q is not None and database.is_blank(q) for q in queries):
     plpy.error("queries must not contain empty texts", sqlstate="22023")
 return database.query_embeddings(plpy, GD, queries)
 $$;
@@ -95,6 +97,11 @@ begin
         raise exception 'max_seconds must be between 0 and 3600, got %', max_seconds
         using errcode = 'invalid_parameter_value';
     end if;
+    if (batch_size between 1 and 10000) is not true then
+        raise exception 'batch_size must be between 1 and 10000, got %',
+        coalesce(batch_size::text, 'NULL')
+        using errcode = 'invalid_parameter_value';
+    end if;
     perform pgseek.require_primary('pgseek.run_embedding_worker()');
     deadline := pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => max_seconds);
     loop
@@ -147,7 +154,7 @@ $$;
 -- Returns the chunks of a long text: overlapping pieces of about chunk_tokens
 -- WordPiece tokens that end at paragraph or sentence boundaries where possible.
 create or replace function pgseek.chunk_text(
-    content text, chunk_tokens integer default 256, overlap_tokens integer default 32
+    content text, chunk_tokens integer default 254, overlap_tokens integer default 32
 )
 returns table (chunk_index integer, chunk text, start_char integer, end_char integer)
 language plpython3u
@@ -174,7 +181,7 @@ $$;
 create or replace function pgseek.ingest(
     content text,
     metadata jsonb default '{}',
-    chunk_tokens integer default 256,
+    chunk_tokens integer default 254,
     overlap_tokens integer default 32
 )
 returns uuid

@@ -45,6 +45,10 @@ begin
     if options is null or jsonb_typeof(options) <> 'object' then
         raise exception 'options must be a JSON object' using errcode = 'invalid_parameter_value';
     end if;
+    if options ?| array['provider', 'model', 'dimensions'] then
+        raise exception 'options must not set provider, model or dimensions: they are arguments'
+        using errcode = 'invalid_parameter_value';
+    end if;
     if dimensions is null or dimensions not between 1 and 16000 then
         raise exception 'dimensions must be between 1 and 16000, got %', coalesce(dimensions::text, 'NULL')
         using errcode = 'invalid_parameter_value';

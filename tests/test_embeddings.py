@@ -151,6 +151,19 @@ def test_sync_mode_embeds_in_the_writing_transaction(conn):
         ).fetchone()[0], change
 
 
+def test_a_default_chunk_fits_the_local_models_window(conn):
+    """Every word of a full default chunk reaches the model: dropping its last word
+    changes the embedding (a chunk of 256 tokens lost its end to [CLS] and [SEP])."""
+    distance = conn.execute(
+        "with c as (select chunk from pgseek.chunk_text((select string_agg(w, ' ') from"
+        " (select (array['apple', 'river', 'stone', 'cloud', 'green', 'music'])[1 + g % 6]"
+        " as w from generate_series(1, 1000) as g) as x)) limit 1)"
+        " select pgseek.embed(chunk) <=> pgseek.embed(regexp_replace(chunk, '\\s+\\S+$', ''))"
+        " from c"
+    ).fetchone()[0]
+    assert distance > 1e-6
+
+
 def test_chunked_ingest_stores_queues_and_cascades(conn):
     paragraph = (
         "PostgreSQL is an object-relational database. It has transactions. "
@@ -200,6 +213,24 @@ def test_chunked_ingest_stores_queues_and_cascades(conn):
         ("select pgseek.start_model_change('openai', 'm', 0)", "dimensions must be between"),
         ("select pgseek.start_model_change('openai', 'm', 8, '[]')", "options must be a JSON"),
         ("select pgseek.compute_embeddings(array['x'], 'vectors')", "target must be"),
+        (
+            "select pgseek.start_model_change('openai', 'm', 8, '{\"model\": \"other\"}')",
+            "options must not set provider, model or dimensions",
+        ),
+        (
+            "select pgseek.start_model_change('openai', 'm', 8, '{\"dimensions\": 16}')",
+            "options must not set provider, model or dimensions",
+        ),
+        ("select pgseek.embed(array[['a', 'b'], ['c', 'd']])", "one-dimensional"),
+        ("select pgseek.embed(E'\\u200b\\u200b ')", "query must not be empty"),
+        ("select pgseek.embed(array['x', E'\\u200b'])", "must not contain empty texts"),
+        ("call pgseek.run_embedding_worker(1, 0)", "batch_size must be between 1 and 10000"),
+        ("call pgseek.run_embedding_worker(1, null)", "batch_size must be between 1 and 10000"),
+        (
+            'update pgseek.config set embedding_options = \'{"model": "x"}\';'
+            " select pgseek.embed('q')",
+            "embedding_options must not set model",
+        ),
     ],
 )
 def test_bad_arguments_raise_22023(conn, call, message):

@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 import time
+import unicodedata
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -161,8 +162,23 @@ def provider_config(row: dict[str, Any], target: str) -> dict[str, Any]:
         "model": row[prefix + "embedding_model"],
         "dimensions": row[prefix + "embedding_dimensions"],
     }
-    config.update(_json(options))
+    options = _json(options)
+    overrides = sorted(RESERVED_OPTIONS & options.keys())
+    if overrides:  # they would embed with another model than the config says
+        raise EmbeddingConfigError(
+            f"{prefix}embedding_options must not set {', '.join(overrides)}: "
+            f"use the {prefix}embedding_* columns"
+        )
+    config.update(options)
     return config
+
+
+RESERVED_OPTIONS = frozenset({"provider", "model", "dimensions"})
+
+
+def is_blank(text: str) -> bool:
+    """True for text of whitespace and invisible format characters (zero-width spaces)."""
+    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
 
 
 def _json(value: Any) -> dict[str, Any]:
