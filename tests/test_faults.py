@@ -66,7 +66,7 @@ def use_provider(conn, base_url: str, timeout: float = 1, **config) -> None:
     )
     for column, value in config.items():
         conn.execute(f"update pgseek.config set {column} = %s", (value,))
-    conn.execute("select pgseek.set_api_key('openai', 'sk-fault-test')")
+    conn.execute("select pgseek.set_api_key('openai', 'sk-fault-test', %s)", (base_url,))
 
 
 @pytest.fixture

@@ -271,13 +271,15 @@ def test_provider_settings_cannot_inject_headers_or_request_fields(conn, stub):
         " embedding_dimensions = 3, embedding_options = %s",
         (payload, Jsonb({"base_url": stub.base_url, "timeout": 2})),
     )
-    conn.execute("select pgseek.set_api_key('openai', 'sk-good')")
+    conn.execute("select pgseek.set_api_key('openai', 'sk-good', %s)", (stub.base_url,))
     conn.execute("insert into pgseek.documents (content) values ('one text')")
     assert conn.execute("select pgseek.process_embedding_queue()").fetchone()[0] == 1
     assert stub.requests[-1]["body"]["model"] == payload
     assert stub.requests[-1]["body"]["input"] == ["one text"]
     requests = len(stub.requests)
-    conn.execute("select pgseek.set_api_key('openai', %s)", ("sk-x\r\nX-Injected: 1",))
+    conn.execute(
+        "select pgseek.set_api_key('openai', %s, %s)", ("sk-x\r\nX-Injected: 1", stub.base_url)
+    )
     with pytest.raises(errors.InvalidParameterValue, match="api_key must be printable ASCII"):
         conn.execute("select pgseek.embed('query text')")
     assert len(stub.requests) == requests  # refused before sending

@@ -248,7 +248,7 @@ def generate_activity(db: Database, stub: OpenAIStub) -> dict:
             " embedding_options = %s",
             (json.dumps({"base_url": stub.base_url, "timeout": 2}),),
         )
-        conn.execute("select pgseek.set_api_key('openai', 'sk-test-metrics')")
+        conn.execute("select pgseek.set_api_key('openai', 'sk-test-metrics', %s)", (stub.base_url,))
 
         def insert(texts, metadata=None, created_at="now()"):
             for text in texts:
