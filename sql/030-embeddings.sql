@@ -99,7 +99,7 @@ begin
     end if;
     if (batch_size between 1 and 10000) is not true then
         raise exception 'batch_size must be between 1 and 10000, got %',
-        pg_catalog.coalesce(batch_size::pg_catalog.text, 'NULL')
+        coalesce(batch_size::pg_catalog.text, 'NULL')
         using errcode = 'invalid_parameter_value';
     end if;
     perform pgseek.require_primary('pgseek.run_embedding_worker()');

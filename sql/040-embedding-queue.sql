@@ -137,3 +137,40 @@ as $$
     )
     select count(*)::integer from queued
 $$;
+
+-- Trigger function: when embedding_mode leaves 'off', queues the documents written
+-- meanwhile without a vector (for the next model too, during a model change), so that
+-- every document is again embedded, queued or dead-lettered. Runs as the role that
+-- changes the configuration (pgseek_admin may queue; it sees every tenant's rows).
+create or replace function pgseek.config_mode_changed()
+returns trigger
+language plpgsql
+volatile
+as $$
+begin
+    insert into pgseek.embedding_queue (document_id, target, content_hash)
+    select d.id, t.target, d.content_hash
+    from pgseek.documents as d
+    cross join lateral (
+        values ('embedding', d.embedding is null),
+            ('embedding_next', new.next_embedding_model is not null and d.embedding_next is null)
+    ) as t (target, missing)
+    where
+        t.missing
+        and not exists (
+            select from pgseek.embedding_queue as q
+            where q.document_id = d.id and q.target = t.target
+        )
+        and not exists (
+            select from pgseek.embedding_dead_letter as f
+            where f.document_id = d.id and f.target = t.target
+        );
+    return null;
+end
+$$;
+
+create or replace trigger config_mode_changed
+after update of embedding_mode on pgseek.config
+for each row
+when (old.embedding_mode = 'off' and new.embedding_mode <> 'off')
+execute function pgseek.config_mode_changed();

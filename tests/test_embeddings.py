@@ -324,6 +324,18 @@ def test_mode_off_queues_nothing(remote):
     assert queued(remote) == []
 
 
+def test_rows_written_while_off_are_queued_when_embedding_is_switched_back_on(conn):
+    conn.execute("update pgseek.config set embedding_mode = 'off'")
+    (doc,) = insert(conn, "written while off")
+    assert queued(conn) == [] and status(conn)["unaccounted"] == 1
+    conn.execute("update pgseek.config set embedding_mode = 'async'")
+    assert [q[0] for q in queued(conn)] == [doc]
+    conn.execute("update pgseek.config set embedding_mode = 'sync'")  # queued once only
+    assert len(queued(conn)) == 1
+    assert conn.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] == 1
+    assert status(conn)["unaccounted"] == 0
+
+
 def test_an_edit_while_queued_embeds_the_latest_text_once(remote, stub):
     (doc_id,) = insert(remote, "draft")
     remote.execute("update pgseek.documents set content = 'final' where id = %s", (doc_id,))

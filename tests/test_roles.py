@@ -36,6 +36,7 @@ INTERNAL_ROUTINES = {
     "documents_postings_changed",
     "documents_postings_truncated",
     "config_nearest_changed",
+    "config_mode_changed",
     "write_nearest_indexed",
     "job_id",
     "one_shot_schedule",
