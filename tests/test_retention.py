@@ -230,6 +230,27 @@ def test_old_query_embeddings_and_purge_log_rows_are_pruned(conn):
     assert conn.execute(old_runs).fetchone()[0] == 0
 
 
+def purge_concurrently(db, runs: int = 2, **args) -> list[int]:
+    """What each of `runs` purge_expired() calls, each in a session of its own running
+    at the same time, returned; fails on any error."""
+    results, failures = [], []
+
+    def run() -> None:
+        try:
+            with db.connect() as other:
+                results.append(purge(other, **args))
+        except Exception as exc:  # any error fails the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(runs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    return results
+
+
 def test_concurrent_runs_share_the_work(conn, db):
     conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '1 day')")
     conn.execute(
@@ -237,21 +258,7 @@ def test_concurrent_runs_share_the_work(conn, db):
         " select 'old ' || i, '{\"source\": \"training\"}', now() - interval '2 days'"
         " from generate_series(1, 3000) as i"
     )
-    results, failures = [], []
-
-    def run() -> None:
-        try:
-            with db.connect() as other:
-                results.append(purge(other, batch_size=100))
-        except Exception as exc:  # any error fails the test below
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert failures == []
+    results = purge_concurrently(db, batch_size=100)
     assert sum(results) == 3000
     assert contents(conn) == []
 
@@ -262,21 +269,7 @@ def test_concurrent_runs_share_sources_and_their_chunks(conn, db):
     conn.execute("select pgseek.set_retention('{\"source\": \"manual\"}', '7 days')")
     ingest_expired(conn, 40)
     chunks = conn.execute("select count(*) from pgseek.documents").fetchone()[0]
-    results, failures = [], []
-
-    def run() -> None:
-        try:
-            with db.connect() as other:
-                results.append(purge(other, batch_size=3))
-        except Exception as exc:  # any error fails the test below
-            failures.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert failures == []
+    results = purge_concurrently(db, batch_size=3)
     assert sum(results) == chunks
     runs = conn.execute("select status, error from pgseek.purge_log order by id").fetchall()
     assert runs == [("finished", None)] * 2

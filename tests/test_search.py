@@ -18,6 +18,12 @@ ROWS = 10_000
 SELECTIVITY = {"half": 5000, "tenth": 1000, "hundredth": 100, "thousandth": 10}
 
 
+def rebuild_vector_index(conn) -> None:
+    """Runs pgseek.vector_index_ddl(): builds the vector index pgseek.config asks for."""
+    for (statement,) in conn.execute("select pgseek.vector_index_ddl()").fetchall():
+        conn.execute(statement)
+
+
 @pytest.fixture(scope="module")
 def corpus(server, template_db) -> Database:
     """10,000 documents with 64-d unit vectors around 40 random centres (clustered, as
@@ -52,8 +58,7 @@ def corpus(server, template_db) -> Database:
             """,
             (ROWS,),
         )
-        for statement in conn.execute("select pgseek.vector_index_ddl()").fetchall():
-            conn.execute(statement[0])
+        rebuild_vector_index(conn)
         conn.execute("analyze pgseek.documents")
         conn.execute("select pgseek.refresh_text_stats()")
     yield db
@@ -324,8 +329,7 @@ def load_indexed_random_rows(conn, seed: float, dims: int = 8, rows: int = 3000)
         " from generate_series(1, %s) as i",
         (dims, rows),
     )
-    for (statement,) in conn.execute("select pgseek.vector_index_ddl()").fetchall():
-        conn.execute(statement)
+    rebuild_vector_index(conn)
     conn.execute("analyze pgseek.documents")
 
 
@@ -400,8 +404,7 @@ def test_fewer_rows_than_asked_for_come_back_ranked(conn):
         "insert into pgseek.documents (content, embedding) values"
         " ('a', '[1,0,0]'), ('b', '[1,1,0]'), ('c', '[0,1,1]')"
     )
-    for (statement,) in conn.execute("select pgseek.vector_index_ddl()").fetchall():
-        conn.execute(statement)
+    rebuild_vector_index(conn)
     rows = conn.execute("select content, rank from pgseek.search_similar('[1,0,0]', 10)").fetchall()
     assert rows == [("a", 1), ("b", 2), ("c", 3)]
     rows = conn.execute(
@@ -432,11 +435,6 @@ def test_recall_self_check(c):
     queries, neighbours, recall = c.execute("select * from pgseek.check_recall(10, 10)").fetchone()
     assert (queries, neighbours) == (10, 10)
     assert recall >= 0.9
-
-
-def rebuild_vector_index(conn) -> None:
-    for statement in conn.execute("select pgseek.vector_index_ddl()").fetchall():
-        conn.execute(statement[0])
 
 
 def test_recall_self_check_measures_the_configured_metric(c):
