@@ -621,7 +621,7 @@ end
 $$;
 
 -- Hybrid search: fuses the vector candidates and the BM25 keyword candidates (each
--- `candidates` deep, default greatest(100, 2 * k)) and returns the best k: id, content,
+-- `candidates` deep, default 100, at least k) and returns the best k: id, content,
 -- metadata, score, and why: vector_rank / text_rank (1-based, NULL when that branch did
 -- not find the row), vector_similarity and text_score (BM25). Modes:
 --   convex    (the default) vw * v + tw * t where v is the similarity min-max
@@ -694,7 +694,9 @@ begin
         raise exception using errcode = 'invalid_parameter_value',
             message = 'query_text must not be empty (or pass query_embedding for a vector search)';
     end if;
-    depth := greatest(coalesce(candidates, greatest(100, 2 * k)), k);
+    -- Not 2 * k: the candidates, and so every score, must not depend on k (a page of 10
+    -- and a page of 100 rank alike); at least k, or the page could not be filled.
+    depth := greatest(coalesce(candidates, 100), k);
     -- Text mode runs no vector search, but a query vector still gives vector_similarity:
     -- the same checks (dimensions, zero, norm), or it comes out NaN.
     if mode = 'text' and query_embedding is not null then

@@ -593,6 +593,21 @@ def test_hybrid_pages_do_not_overlap(c):
     assert page1 + page2 == both
 
 
+@pytest.mark.parametrize("mode", ["convex", "rrf", "weighted", "dbsf"])
+def test_hybrid_pages_of_any_size_are_slices_of_one_ranking(c, mode):
+    """The candidates (and so the normalization and every score) do not depend on k: a
+    page of 10 and a page of 100 agree on their shared rows and scores, also deep ones."""
+    q = query_vector(c, 14)
+    sql = (
+        "select id, score from pgseek.hybrid_search('postgres search', %s::vector, k => %s,"
+        " mode => %s, page_offset => %s)"
+    )
+    ranking = c.execute(sql, (q, 100, mode, 0)).fetchall()
+    assert len(ranking) == 100
+    assert c.execute(sql, (q, 10, mode, 0)).fetchall() == ranking[:10]
+    assert c.execute(sql, (q, 30, mode, 60)).fetchall() == ranking[60:90]
+
+
 def test_stop_words_only_and_tsquery_syntax_are_harmless(c):
     q = query_vector(c, 13)
     assert (
