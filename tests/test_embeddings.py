@@ -96,6 +96,90 @@ def test_query_embeddings_are_cached_by_model_and_text(conn):
     assert rows == [("local/all-MiniLM-L6-v2/384", 1)]
 
 
+def cache_entries(conn) -> int:
+    return conn.execute("select count(*) from pgseek.query_embeddings").fetchone()[0]
+
+
+def test_a_stale_cache_entry_is_refreshed_in_autocommit(conn):
+    conn.execute("select pgseek.embed('old query')")
+    conn.execute("update pgseek.query_embeddings set last_used_at = now() - interval '2 hours'")
+    conn.execute("select pgseek.embed('old query')")
+    fresh = "select last_used_at > now() - interval '1 minute' from pgseek.query_embeddings"
+    assert conn.execute(fresh).fetchall() == [(True,)]
+
+
+def test_a_search_does_not_wait_for_another_transactions_cache_entry(conn, db):
+    """A's transaction has searched a new text and stays open, holding its uncommitted
+    cache entry; B's search of the same text neither waits for A (statement_timeout 3 s
+    would cancel it) nor writes; A's entry is the one cached when A commits."""
+    search = "select count(*) from pgseek.hybrid_search('a text nobody searched before')"
+    with psycopg.connect(db.url) as a, db.connect() as b:  # a: psycopg's default, a transaction
+        a.execute(search)
+        b.execute("set statement_timeout = '3s'")
+        b.execute(search)
+        b.execute("select pgseek.embed('a text nobody searched before')")
+        assert cache_entries(b) == 0
+        a.commit()
+    assert cache_entries(conn) == 1
+
+
+def test_a_stale_entry_refreshed_by_an_open_transaction_does_not_block_a_search(conn, db):
+    conn.execute("select pgseek.embed('an old query')")
+    conn.execute("update pgseek.query_embeddings set last_used_at = now() - interval '2 hours'")
+    with psycopg.connect(db.url) as a:
+        a.execute("select pgseek.embed('an old query')")  # refreshes it: the row is locked
+        conn.execute("set statement_timeout = '3s'")
+        assert conn.execute("select pgseek.embed('an old query') is not null").fetchone()[0]
+        a.commit()
+    stale = "select last_used_at < now() - interval '1 hour' from pgseek.query_embeddings"
+    assert conn.execute(stale).fetchall() == [(False,)]
+
+
+def test_two_transactions_searching_two_texts_in_opposite_orders_do_not_deadlock(db):
+    """A embeds 'first' then 'second', B 'second' then 'first', both in open transactions:
+    each text's second search must neither wait for the other transaction's uncommitted
+    entry nor end in a deadlock error."""
+    with psycopg.connect(db.url) as a, psycopg.connect(db.url) as b:
+        for c in (a, b):
+            c.execute("set statement_timeout = '10s'")
+        a.execute("select pgseek.embed('first text of two')")
+        b.execute("select pgseek.embed('second text of two')")
+        failures: list[BaseException] = []
+
+        def a_second() -> None:
+            try:
+                a.execute("select pgseek.embed('second text of two')")
+            except BaseException as exc:  # reported below
+                failures.append(exc)
+
+        thread = threading.Thread(target=a_second)
+        thread.start()
+        try:
+            b.execute("select pgseek.embed('first text of two')")
+        finally:
+            thread.join()
+        assert failures == []
+        a.commit()
+        b.commit()
+        assert cache_entries(a) == 2
+
+
+@pytest.mark.parametrize("isolation", ["repeatable read", "serializable"])
+def test_a_search_in_a_snapshot_older_than_a_cache_entry_does_not_fail(conn, db, isolation):
+    """B's snapshot is taken before A caches the text: B's search embeds it itself and
+    writes nothing (an insert or refresh of a row its snapshot cannot see would be a
+    serialization failure)."""
+    with db.connect() as b:
+        b.execute(f"begin isolation level {isolation}")
+        b.execute("select count(*) from pgseek.documents")  # takes the snapshot
+        expected = conn.execute("select pgseek.embed('a snapshot query')::text").fetchone()[0]
+        got = b.execute("select pgseek.embed('a snapshot query')::text").fetchone()[0]
+        b.execute("select pgseek.embed('another snapshot query')")
+        b.execute("commit")
+    assert cosine(floats(got), floats(expected)) > 0.9999
+    assert cache_entries(conn) == 1
+
+
 def test_embed_null_is_null_and_empty_is_an_error(conn):
     assert conn.execute("select pgseek.embed(null::text)").fetchone()[0] is None
     with pytest.raises(errors.InvalidParameterValue, match="query must not be empty"):

@@ -269,6 +269,26 @@ def test_no_session_state_survives_a_pgseek_call(pooled, bouncer, query_vectors)
     assert [leftovers(state, fresh) for state in states] == [{}] * len(states)
 
 
+def test_a_search_does_not_hold_a_server_connection_waiting_for_a_cache_entry(db, bouncer):
+    """A client's open transaction has searched a new text (psycopg's default: not
+    autocommit), holding its uncommitted query-cache entry and a server connection; the
+    pool's other server connections serve clients searching the same text meanwhile,
+    each within its statement_timeout, instead of waiting for A's transaction."""
+    search = "select count(*) from pgseek.hybrid_search('a question asked through the pool')"
+    with bouncer.connect(db.name, autocommit=False) as a:
+        a.execute(search)
+
+        def search_again(_: int, conn: psycopg.Connection) -> None:
+            with conn.transaction():
+                conn.execute("set local statement_timeout = '5s'")
+                conn.execute(search)
+
+        run_clients(bouncer.pool_size - 1, search_again, bouncer.url(db.name))
+        a.commit()
+    with db.connect() as direct:
+        assert direct.execute("select count(*) from pgseek.query_embeddings").fetchone()[0] == 1
+
+
 def test_the_check_sees_session_state_that_a_plain_set_leaves(db, bouncer):
     """The control: a session-level SET through transaction pooling stays on the server
     connection and the next client's transaction there sees it (PgBouncer runs no

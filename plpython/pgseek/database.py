@@ -127,15 +127,40 @@ CACHE_GET_SQL = """
 select embedding::text, last_used_at < now() - interval '1 hour' as stale
 from pgseek.query_embeddings where model = $1 and text_hash = $2
 """
-# A standby, or a read-only transaction, still embeds queries: it just does not cache.
-WRITABLE_SQL = (
-    "select not pg_is_in_recovery() and current_setting('transaction_read_only') = 'off'"
-    " as writable"
-)
+# The query cache is written in the caller's transaction (a search may run in any), so
+# a search must never wait for, or fail because of, another transaction's cache write:
+# - writes only under READ COMMITTED: under REPEATABLE READ or SERIALIZABLE an entry
+#   added after the snapshot makes the insert (or the refresh) a serialization failure;
+# - not on a standby or in a read-only transaction, which cannot write;
+# - a new entry only under an advisory lock on its (model, text hash), tried, never
+#   waited for: a transaction still holding its uncommitted entry for the same text (or
+#   two transactions searching two texts in opposite orders) makes the insert skip,
+#   not wait (or deadlock); the lock ends with the transaction, and its key is a hash
+#   of a name of its own, so it meets no other advisory lock;
+# - a refresh of an entry unused for an hour skips it when its row is locked (another
+#   transaction refreshing it, or purge_expired deleting it).
+WRITABLE_SQL = """
+select not pg_is_in_recovery()
+    and current_setting('transaction_read_only') = 'off'
+    and current_setting('transaction_isolation') = 'read committed' as writable
+"""
 CACHE_PUT_SQL = """
 insert into pgseek.query_embeddings (model, text_hash, embedding)
-values ($1, $2, $3::vector)
+select $1, $2, $3::vector
+where pg_try_advisory_xact_lock(
+    hashtextextended('pgseek.query_embeddings:' || $1 || ':' || encode($2, 'hex'), 0)
+)
 on conflict (model, text_hash) do update set last_used_at = now()
+"""
+CACHE_REFRESH_SQL = """
+update pgseek.query_embeddings as q
+set last_used_at = now()
+from (
+    select model, text_hash from pgseek.query_embeddings
+    where model = $1 and text_hash = $2
+    for update skip locked
+) as free
+where q.model = free.model and q.text_hash = free.text_hash
 """
 
 
@@ -275,8 +300,8 @@ def embed_texts(plpy: Any, gd: MutableMapping, texts: Sequence[str | None], targ
 
 
 class CacheWritable:
-    """Whether this transaction may write the query cache; asked once, and only when a
-    write is due (a cache hit that needs no refresh asks nothing)."""
+    """Whether this transaction may write the query cache (WRITABLE_SQL); asked once, and
+    only when a write is due (a cache hit that needs no refresh asks nothing)."""
 
     def __init__(self, plpy: Any, gd: MutableMapping):
         self.plpy, self.gd, self.answer = plpy, gd, None
@@ -305,10 +330,7 @@ def query_embeddings(plpy: Any, gd: MutableMapping, texts: Sequence[str | None])
         if rows:
             results[i] = rows[0]["embedding"]
             if rows[0]["stale"] and writable():
-                plpy.execute(
-                    plan(plpy, gd, CACHE_PUT_SQL, ["text", "bytea", "text"]),
-                    [key, digest, results[i]],
-                )
+                plpy.execute(plan(plpy, gd, CACHE_REFRESH_SQL, ["text", "bytea"]), [key, digest])
         else:
             misses.setdefault(text, []).append(i)
     if misses:
