@@ -555,6 +555,63 @@ def test_writers_do_not_wait_for_a_worker(remote, db, stub):
 
 # --- changing models -------------------------------------------------------------------
 
+# A test-only function: the distinct embedding providers this backend's GD holds,
+# wherever they are kept in it.
+COUNT_PROVIDERS = """
+create function public.test_cached_providers() returns integer language plpython3u as $$
+import sys
+if "/usr/local/lib/pgseek/python" not in sys.path:
+    sys.path.insert(0, "/usr/local/lib/pgseek/python")
+from pgseek.embeddings.base import EmbeddingProvider
+seen = set()
+def walk(value, depth):
+    if isinstance(value, EmbeddingProvider):
+        seen.add(id(value))
+    elif depth < 3 and isinstance(value, dict):
+        for v in value.values():
+            walk(v, depth + 1)
+    elif depth < 3 and isinstance(value, (tuple, list)):
+        for v in value:
+            walk(v, depth + 1)
+walk(GD, 0)
+return len(seen)
+$$
+"""
+
+
+def test_a_backend_keeps_one_provider_per_model_in_use(conn, db, stub):
+    """A pooled backend outlives configuration changes: each change of the options (or
+    of the next model's, during a model change) replaces the provider instead of loading
+    one more model; cancelling the change drops the next model's provider."""
+    with db.connect() as admin:
+        admin.execute(COUNT_PROVIDERS)
+        for batch_size in range(1, 5):
+            admin.execute(
+                "update pgseek.config set embedding_options = %s",
+                (json.dumps({"batch_size": batch_size}),),
+            )
+            conn.execute("select pgseek.embed(%s)", (f"query {batch_size}",))
+        assert conn.execute("select public.test_cached_providers()").fetchone()[0] == 1
+
+        admin.execute("select pgseek.set_api_key('openai', %s, %s)", (API_KEY, stub.base_url))
+        for timeout in (2, 3, 4):
+            options = json.dumps({"base_url": stub.base_url, "timeout": timeout})
+            if timeout == 2:
+                admin.execute(
+                    "select pgseek.start_model_change('openai', 'stub-embed', 8, %s)", (options,)
+                )
+            else:
+                admin.execute("update pgseek.config set next_embedding_options = %s", (options,))
+            insert(admin, f"document {timeout}")
+            assert conn.execute("select pgseek.process_embedding_queue(64)").fetchone()[0] >= 1
+            conn.execute("select pgseek.embed(%s)", (f"query during the change {timeout}",))
+            # the local model (queries and worker alike) and the next model's worker
+            assert conn.execute("select public.test_cached_providers()").fetchone()[0] == 2
+
+        admin.execute("select pgseek.cancel_model_change()")
+        conn.execute("select pgseek.embed('query after the change')")
+        assert conn.execute("select public.test_cached_providers()").fetchone()[0] == 1
+
 
 def test_model_change_reembeds_in_the_background_then_cuts_over(conn, db, stub):
     from pgtest import run_migrate

@@ -247,12 +247,35 @@ def with_retry_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dic
     return {**defaults, **config}
 
 
+def live_configs(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The provider configurations in use: the current model's and, during a model
+    change, the next model's, each as queries and as the worker use it. The backend's
+    cache (``GD``) keeps the providers of these only."""
+    configs = []
+    for target in TARGETS:
+        try:
+            config = provider_config(settings, target)
+        except EmbeddingConfigError:  # no model change, or options the target refuses
+            continue
+        for defaults in (QUERY_RETRY_DEFAULTS, WORKER_RETRY_DEFAULTS):
+            configs.append(with_retry_defaults(config, defaults))
+    return configs
+
+
+def embedder_for(plpy: Any, gd: MutableMapping, settings: dict[str, Any], config: dict) -> Any:
+    """The cached provider for ``config``, dropping the cached providers of every
+    configuration no longer in ``settings``."""
+    return cached_provider(
+        gd, config, api_key=api_key(plpy, gd, config), live=live_configs(settings)
+    )
+
+
 def get_embedder(plpy: Any, gd: MutableMapping, target: str = "embedding", retry=None):
     """The provider for ``target`` ('embedding' or 'embedding_next'), and its config."""
-    config = provider_config(read_config(plpy, gd), target)
+    settings = read_config(plpy, gd)
+    config = provider_config(settings, target)
     config = with_retry_defaults(config, retry or QUERY_RETRY_DEFAULTS)
-    embedder = cached_provider(gd, config, api_key=api_key(plpy, gd, config))
-    return embedder, config
+    return embedder_for(plpy, gd, settings, config), config
 
 
 def format_vector(values: Sequence[float]) -> str:
@@ -407,7 +430,7 @@ def _process_batch(plpy: Any, gd: MutableMapping, settings: dict, batch: Batch) 
     try:
         config = with_retry_defaults(provider_config(settings, batch.target), WORKER_RETRY_DEFAULTS)
         model = model_key(config)
-        embedder = cached_provider(gd, config, api_key=api_key(plpy, gd, config))
+        embedder = embedder_for(plpy, gd, settings, config)
         texts = [batch.texts[i][0] for i in ids]
         try:
             done = dict(zip(ids, embed_checked(embedder, config, texts), strict=True))

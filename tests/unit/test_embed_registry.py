@@ -10,6 +10,7 @@ from pgseek.embeddings import (
 )
 from pgseek.embeddings.local import LocalEmbedder
 from pgseek.embeddings.openai import OpenAIEmbedder
+from pgseek.embeddings.registry import CACHE_KEY
 
 OPENAI_CONFIG = {
     "provider": "openai",
@@ -86,7 +87,31 @@ def test_cached_provider_builds_each_configuration_once():
     cache: dict = {}
     first = cached_provider(cache, OPENAI_CONFIG, api_key="sk-one")
     assert cached_provider(cache, dict(reversed(OPENAI_CONFIG.items())), api_key="sk-one") is first
-    assert cached_provider(cache, OPENAI_CONFIG, api_key="sk-two") is not first
     assert cached_provider(cache, {**OPENAI_CONFIG, "batch_size": 8}, api_key="sk-one") is not first
-    assert len(cache) == 3
-    assert not any("sk-one" in key or "sk-two" in key for key in cache)
+    assert len(cache[CACHE_KEY]) == 2
+    assert "sk-one" not in repr(cache)
+
+
+def test_a_new_api_key_replaces_the_provider_of_its_configuration():
+    cache: dict = {}
+    first = cached_provider(cache, OPENAI_CONFIG, api_key="sk-one")
+    second = cached_provider(cache, OPENAI_CONFIG, api_key="sk-two")
+    assert second is not first
+    assert [p for _, p in cache[CACHE_KEY].values()] == [second]
+    assert "sk-two" not in repr(cache)
+
+
+def test_providers_of_configurations_no_longer_live_are_dropped():
+    """Each options change (the only live configuration) replaces the provider; one
+    listed as live (the next model, during a model change) stays."""
+    cache: dict = {}
+    next_model = {**OPENAI_CONFIG, "model": "text-embedding-3-large"}
+    kept = cached_provider(cache, next_model, live=[next_model])
+    for batch_size in range(1, 6):
+        config = {**OPENAI_CONFIG, "batch_size": batch_size}
+        latest = cached_provider(cache, config, live=[config, next_model])
+    providers = [p for _, p in cache[CACHE_KEY].values()]
+    assert len(providers) == 2
+    assert kept in providers and latest in providers
+    cached_provider(cache, next_model, live=[next_model])  # the change was finished
+    assert [p for _, p in cache[CACHE_KEY].values()] == [kept]

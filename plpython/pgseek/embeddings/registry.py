@@ -2,7 +2,7 @@
 
 import hashlib
 import json
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 from pgseek.embeddings.base import EmbeddingProvider
@@ -50,23 +50,43 @@ def get_provider(config: Mapping[str, Any], *, api_key: str | None = None) -> Em
     )
 
 
+#: The key of the providers' dict in the cache (``GD``): configuration -> (key digest, provider).
+CACHE_KEY = "pgseek.embedders"
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A configuration as a cache key: the same for the same settings in any order."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
 def cached_provider(
     cache: MutableMapping[str, Any],
     config: Mapping[str, Any],
     *,
     api_key: str | None = None,
+    live: Iterable[Mapping[str, Any]] | None = None,
 ) -> EmbeddingProvider:
     """The provider for ``config`` from ``cache`` (PL/Python's ``GD``), created on first use.
 
-    The cache key holds the configuration and a digest of the API key, never the key.
+    One provider per configuration, rebuilt (not added) when the API key changes; the
+    cache holds a digest of the key, never the key. ``live`` lists the configurations
+    still in use (the current model's and, during a model change, the next model's):
+    the providers of every other configuration are dropped, so a backend that outlives
+    configuration changes (a pooled connection) does not keep one model per past
+    configuration in memory.
     """
+    providers = cache.setdefault(CACHE_KEY, {})
+    key = config_key(config)
+    if live is not None:
+        keep = {config_key(c) for c in live} | {key}
+        for old in [k for k in providers if k not in keep]:
+            del providers[old]
     key_digest = hashlib.sha256(api_key.encode()).hexdigest()[:16] if api_key else ""
-    cache_key = "pgseek.embedder:" + json.dumps(config, sort_keys=True, default=str) + key_digest
-    provider = cache.get(cache_key)
-    if provider is None:
-        provider = get_provider(config, api_key=api_key)
-        cache[cache_key] = provider
-    return provider
+    entry = providers.get(key)
+    if entry is None or entry[0] != key_digest:
+        providers.pop(key, None)  # the old one goes before the new one loads
+        providers[key] = (key_digest, get_provider(config, api_key=api_key))
+    return providers[key][1]
 
 
 def _reject_unknown_options(provider: str, options: Mapping[str, Any], known: frozenset) -> None:
