@@ -663,6 +663,37 @@ def test_model_change_reembeds_in_the_background_then_cuts_over(conn, db, stub):
     assert conn.execute("select vector_dims(pgseek.embed('q'))").fetchone()[0] == 8
 
 
+def test_finish_model_change_moves_the_embedding_column_for_prepared_select_star(conn, db, stub):
+    """What README's model-change section tells clients: finish_model_change() moves
+    `embedding` to another position, so a statement prepared with `select *` (psycopg
+    prepares after 5 executions) fails with 0A000 until it is prepared again (DEALLOCATE
+    ALL, which psycopg notices, or a new connection); one naming its columns goes on."""
+    from pgtest import run_migrate
+
+    insert(conn, "alpha")
+    conn.execute("select pgseek.process_embedding_queue(64)")
+    conn.execute("select pgseek.set_api_key('openai', %s, %s)", (API_KEY, stub.base_url))
+    options = json.dumps({"base_url": stub.base_url, "timeout": 2})
+    conn.execute("select pgseek.start_model_change('openai', 'stub-embed', 8, %s)", (options,))
+    conn.execute("select pgseek.process_embedding_queue(64)")
+    assert run_migrate(db.url, "vector-index").returncode == 0
+    star = "select * from pgseek.documents"
+    named = "select id, content, embedding::text from pgseek.documents"
+    with db.connect(prepare_threshold=0) as client:
+        before = client.execute(star).fetchone()
+        client.execute(named).fetchone()
+        conn.execute("select pgseek.finish_model_change()")
+        with pytest.raises(errors.FeatureNotSupported, match="must not change result type"):
+            client.execute(star)
+        assert len(floats(client.execute(named).fetchone()[2])) == 8
+        client.execute("deallocate all")
+        cur = client.execute(star)
+        after = dict(zip([c.name for c in cur.description], cur.fetchone(), strict=True))
+    assert len(floats(str(after["embedding"]))) == 8
+    assert after["embedding_next"] is None
+    assert after["content"] == "alpha" and len(before) == len(after)
+
+
 def test_finish_waits_for_writers_and_drops_the_old_models_work(conn, db, stub):
     """A row written while finish_model_change() waits for its lock is seen by its
     checks (the change is refused, nothing is lost); once done, the old model's queue
