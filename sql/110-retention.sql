@@ -175,14 +175,45 @@ begin
 end
 $$;
 
--- Returns the advisory lock key a purge run holds while it works (see purge_expired):
--- its id hashed with a name of its own, so it meets no other advisory lock.
+-- Returns the advisory lock key a purge run written before migration 0014 held while it
+-- worked (a row without backend_pid is judged by it): its id hashed with a name of its
+-- own, so it meets no other advisory lock.
 create or replace function pgseek.purge_lock_key(run_id bigint)
 returns bigint
 language sql
 immutable
 parallel safe
 return pg_catalog.hashtextextended('pgseek.purge_log', run_id);
+
+-- Returns whether the purge run that recorded this backend and statement start may still
+-- be working: its backend is active in that same statement (query_start stays the same
+-- through the procedure's commits). Its backend gone, idle, or in another statement (a
+-- pooled connection's next client) means the run ended without writing its outcome. A
+-- backend this function may not see (no pg_read_all_stats) counts as alive.
+-- SECURITY DEFINER: pg_stat_activity hides other roles' sessions, and a run must judge
+-- the runs of other roles too (pg_cron's, another admin's); it returns one boolean.
+create or replace function pgseek.purge_run_alive(
+    run_pid integer, run_query_start timestamptz
+)
+returns boolean
+language plpgsql
+stable
+parallel restricted
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    return exists (
+        select from pg_catalog.pg_stat_activity as a
+        where
+            a.pid = run_pid
+            and (
+                a.backend_start is null  -- hidden from this function's owner
+                or (a.state = 'active' and a.query_start = run_query_start)
+            )
+    );
+end
+$$;
 
 -- Applies every retention policy: deletes expired documents and sources (with their
 -- chunks, queue entries and dead letters), batch_size documents and then batch_size
@@ -196,10 +227,14 @@ return pg_catalog.hashtextextended('pgseek.purge_log', run_id);
 -- documents batch is deleting (one short transaction, which waits for nobody): no
 -- cycle, so no deadlock. The two batches are separate transactions for that reason.
 --
--- Every error after the run's advisory lock is taken, a cancel or statement timeout
--- included, is caught and logged (status 'failed' with the error), and the lock is
--- given back: nothing of a run stays on the session (a pooled connection included).
--- A cancelled run skips the pruning and the maintenance and ends at once.
+-- Every statement after the run's row is written runs in a block that catches any
+-- error, a cancel or statement timeout included: the run ends 'failed' with the error.
+-- Each batch writes its counts to the run's row in its own transaction, so the log
+-- counts exactly what is committed. The run keeps nothing on the session (no lock): an
+-- interrupt that lands between two blocks (where a procedure that commits cannot catch
+-- it) ends the call with the row 'running', and the next run marks it 'interrupted', as
+-- it does for a run whose session ended (purge_run_alive). A cancelled run skips the
+-- pruning and the maintenance and ends at once.
 create or replace procedure pgseek.purge_expired(
     inout deleted bigint default null,
     batch_size integer default null,
@@ -211,11 +246,11 @@ declare
     c pgseek.config;
     started timestamptz := pg_catalog.clock_timestamp();
     run_id bigint;
-    policy record;
+    policies pgseek.retention_policies [];
+    policy pgseek.retention_policies;
     documents_gone bigint;
     chunks_gone bigint;
     sources_gone bigint;
-    policy_deleted bigint;
     batch_count integer := 0;
     policy_counts jsonb := '{}';
     failure text;
@@ -235,21 +270,30 @@ begin
     perform pgseek.check_argument(time_budget > interval '0',
         pg_catalog.format('time_budget must be a positive interval, got %s', time_budget));
     deleted := 0;
-    insert into pgseek.purge_log default values returning id into run_id;
-    -- Held through the run's commits until its end, or until its session ends: a run
-    -- whose lock is free while its row says 'running' will not finish (terminated, or
-    -- the server stopped). Such rows are marked here; a live run's lock is taken.
-    perform pg_catalog.pg_advisory_lock(pgseek.purge_lock_key(run_id));
+    -- (an error before the commit below rolls this row back: no run, nothing logged)
+    insert into pgseek.purge_log (backend_pid, backend_query_start)
+    values (pg_catalog.pg_backend_pid(), (
+        select a.query_start from pg_catalog.pg_stat_activity as a
+        where a.pid = pg_catalog.pg_backend_pid()
+    ))
+    returning id into run_id;
     begin
+        -- runs that will not finish: their backend ended (terminated, the server
+        -- stopped) or went on to another statement (an error escaped them)
         update pgseek.purge_log as l set
             status = 'interrupted',
             finished_at = pg_catalog.clock_timestamp(),
-            error = 'its session ended before it finished (terminated, or the server stopped);'
-            ' the batches it committed stay deleted'
+            error = 'it ended without writing its outcome (its session ended, or an error'
+            ' escaped it between two batches); the batches it committed stay deleted and'
+            ' counted'
         where
             l.status = 'running'
             and l.id < run_id
-            and pg_catalog.pg_try_advisory_xact_lock(pgseek.purge_lock_key(l.id));
+            and case when l.backend_pid is null  -- written before migration 0014
+                then pg_catalog.pg_try_advisory_xact_lock(pgseek.purge_lock_key(l.id))
+                else not pgseek.purge_run_alive(l.backend_pid, l.backend_query_start)
+            end;
+        policies := array(select p from pgseek.retention_policies as p order by p.id);
     exception when others or query_canceled then
         failure := sqlerrm;
         run_status := 'failed';
@@ -257,18 +301,20 @@ begin
     end;
     commit;
     <<policies>>
-    for policy in select p.id, p.match, p.keep from pgseek.retention_policies as p order by p.id
+    foreach policy in array coalesce(policies, '{}')
     loop
         exit when run_status <> 'finished';
         if batch_count > 0 and pg_catalog.clock_timestamp() > started + time_budget then
             run_status := 'time budget reached';  -- checked between policies too
             exit;
         end if;
-        policy_deleted := 0;
         loop
             documents_gone := 0;
             chunks_gone := 0;
             sources_gone := 0;
+            -- Each batch's counts are written in its transaction: committed together
+            -- with its deletions or rolled back with them. The variables take the
+            -- counts from the row, in the block's last statement.
             begin
                 with victims as (
                     select d.id from pgseek.documents as d
@@ -279,6 +325,17 @@ begin
                 )
                 delete from pgseek.documents as d using victims as v where d.id = v.id;
                 get diagnostics documents_gone = row_count;
+                update pgseek.purge_log as l set
+                    deleted = l.deleted + documents_gone,
+                    batches = l.batches + 1,
+                    per_policy = l.per_policy || pg_catalog.jsonb_build_object(
+                        policy.id::pg_catalog.text,
+                        coalesce((l.per_policy ->> policy.id::pg_catalog.text)::bigint, 0)
+                        + documents_gone
+                    )
+                where l.id = run_id
+                returning l.deleted, l.batches, l.per_policy
+                into deleted, batch_count, policy_counts;
             exception when others or query_canceled then
                 documents_gone := 0;
                 failure := sqlerrm;
@@ -308,6 +365,15 @@ begin
                     select (select pg_catalog.count(*) from chunks),
                         (select pg_catalog.count(*) from gone)
                     into chunks_gone, sources_gone;
+                    update pgseek.purge_log as l set
+                        deleted = l.deleted + chunks_gone,
+                        per_policy = l.per_policy || pg_catalog.jsonb_build_object(
+                            policy.id::pg_catalog.text,
+                            coalesce((l.per_policy ->> policy.id::pg_catalog.text)::bigint, 0)
+                            + chunks_gone
+                        )
+                    where l.id = run_id
+                    returning l.deleted, l.per_policy into deleted, policy_counts;
                 exception when others or query_canceled then
                     chunks_gone := 0;
                     sources_gone := 0;
@@ -315,16 +381,8 @@ begin
                     run_status := 'failed';
                     cancelled := sqlstate = '57014';
                 end;
+                commit;
             end if;
-            policy_deleted := policy_deleted + documents_gone + chunks_gone;
-            deleted := deleted + documents_gone + chunks_gone;
-            batch_count := batch_count + 1;
-            policy_counts := policy_counts
-                || pg_catalog.jsonb_build_object(policy.id::pg_catalog.text, policy_deleted);
-            update pgseek.purge_log as l
-            set deleted = purge_expired.deleted, batches = batch_count, per_policy = policy_counts
-            where l.id = run_id;
-            commit;
             exit policies when run_status <> 'finished';
             exit when documents_gone < batch_size and sources_gone < batch_size;
             if pg_catalog.clock_timestamp() > started + time_budget then
@@ -360,20 +418,24 @@ begin
             run_maintenance := 'failed: ' || sqlerrm;
         end;
     end if;
-    update pgseek.purge_log as l set
-        finished_at = pg_catalog.clock_timestamp(),
-        status = run_status,
-        deleted = purge_expired.deleted,
-        batches = batch_count,
-        per_policy = policy_counts,
-        error = failure,
-        advice = run_advice,
-        maintenance = run_maintenance,
-        maintenance_updated_at = case when run_maintenance is not null
-            then pg_catalog.now() end
-    where l.id = run_id;
-    -- (before the commit: a run that looks at this row meanwhile waits for the commit)
-    perform pg_catalog.pg_advisory_unlock(pgseek.purge_lock_key(run_id));
+    begin
+        update pgseek.purge_log as l set
+            finished_at = pg_catalog.clock_timestamp(),
+            status = run_status,
+            error = failure,
+            advice = run_advice,
+            maintenance = run_maintenance,
+            maintenance_updated_at = case when run_maintenance is not null
+                then pg_catalog.now() end
+        where l.id = run_id;
+    exception when others or query_canceled then
+        -- once more, as failed (a cancel is spent); an error again ends the call with
+        -- it, and the next run marks the row 'interrupted'
+        failure := pg_catalog.concat_ws('; ', failure, sqlerrm);
+        update pgseek.purge_log as l set
+            finished_at = pg_catalog.clock_timestamp(), status = 'failed', error = failure
+        where l.id = run_id;
+    end;
     commit;
 end
 $$;

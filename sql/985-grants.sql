@@ -121,7 +121,7 @@ begin
                 'refresh_text_stats', 'rebuild_text_postings', 'embedding_status_report',
                 -- retention
                 'set_retention', 'remove_retention', 'purge_expired', 'purge_lock_key',
-                'schedule_purge_maintenance',
+                'purge_run_alive', 'schedule_purge_maintenance',
                 -- jobs
                 'jobs', 'schedule_jobs', 'pause_job', 'resume_job', 'unschedule_job',
                 'reload_jobs', 'require_pg_cron', 'require_primary'

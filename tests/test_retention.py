@@ -8,6 +8,8 @@ import threading
 import pytest
 from psycopg import errors
 
+from pgtest import wait_for
+
 
 def add(conn, content: str, age: str, metadata: str = '{"source": "training"}') -> None:
     conn.execute(
@@ -56,7 +58,7 @@ def test_a_run_whose_session_ended_is_marked_interrupted_by_the_next(conn, db):
     purge(conn)
     marked, finished, error = conn.execute(status, (run_id,)).fetchone()
     assert (marked, finished) == ("interrupted", True)
-    assert "session ended before it finished" in error
+    assert "it ended without writing its outcome" in error
     assert last_run(conn)[0] == "finished"
     # the run's own lock is released at its end: nothing of it is left
     assert (
@@ -67,6 +69,145 @@ def test_a_run_whose_session_ended_is_marked_interrupted_by_the_next(conn, db):
     )
     metrics = "select failed_runs_logged, last_run_failed from pgseek.purge_metrics"
     assert conn.execute(metrics).fetchone() == (1, 0)
+
+
+BLOCKED_APP = "purge under test"
+
+
+def hold_document_deletes(conn, holder) -> None:
+    """Makes every delete from pgseek.documents by a session named BLOCKED_APP wait
+    while `holder` holds advisory lock 4242 (a statement trigger of the test's own)."""
+    conn.execute(
+        "create function public.wait_for_holder() returns trigger language plpgsql as $$"
+        " begin if current_setting('application_name') = 'purge under test' then"
+        " perform pg_advisory_xact_lock_shared(4242); end if; return null; end $$"
+    )
+    conn.execute(
+        "create trigger wait_for_holder before delete on pgseek.documents"
+        " for each statement execute function public.wait_for_holder()"
+    )
+    holder.execute("select pg_advisory_lock(4242)")
+
+
+def purge_backend(conn, waiting_on: str) -> int | None:
+    """The pid of the purge named BLOCKED_APP once it waits on `waiting_on`."""
+    row = conn.execute(
+        "select pid from pg_stat_activity where application_name = %s"
+        " and query like 'call pgseek.purge_expired%%' and wait_event = %s",
+        (BLOCKED_APP, waiting_on),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def advisory_locks_of(conn, pid: int) -> int:
+    return conn.execute(
+        "select count(*) from pg_locks where locktype = 'advisory' and pid = %s", (pid,)
+    ).fetchone()[0]
+
+
+@pytest.mark.parametrize("route", ["long-lived connection", "pgbouncer"])
+def test_a_purge_cancelled_at_its_batch_log_update_leaves_nothing_behind(conn, db, request, route):
+    """The reviewer's case: the purge's batch has deleted its documents and waits to
+    count them in its purge_log row (locked by another session) when it is cancelled.
+    Its server backend lives on (an open connection, or PgBouncer's pool): it must hold
+    no lock, the row must not stay 'running', and it must count what is gone."""
+    conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '1 day')")
+    for i in range(10):
+        add(conn, f"old {i}", "2 days")
+    holder, locker = db.connect(), db.connect()
+    if route == "pgbouncer":
+        client = request.getfixturevalue("bouncer").connect(db.name, application_name=BLOCKED_APP)
+    else:
+        client = db.connect(application_name=BLOCKED_APP)
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(purge(client, batch_size=100))
+        except Exception as exc:  # the old purge let the cancel escape
+            outcome.append(exc)
+
+    try:
+        hold_document_deletes(conn, holder)
+        thread = threading.Thread(target=run)
+        thread.start()
+        pid = wait_for(lambda: purge_backend(conn, "advisory"), 10, 0.02)
+        assert pid, "the purge never reached its documents batch"
+        locker.execute("begin")
+        run_id = locker.execute(
+            "select id from pgseek.purge_log where status = 'running' for update"
+        ).fetchone()[0]
+        holder.execute("select pg_advisory_unlock(4242)")
+        # the documents are deleted (not committed); the batch waits for the row
+        assert wait_for(lambda: purge_backend(conn, "transactionid"), 10, 0.02) == pid
+        conn.execute("select pg_cancel_backend(%s)", (pid,))
+        # the cancel is taken once the batch's transaction is gone
+        documents_locked = (
+            "select count(*) from pg_locks where pid = %s"
+            " and relation = 'pgseek.documents'::regclass"
+        )
+        assert wait_for(lambda: conn.execute(documents_locked, (pid,)).fetchone()[0] == 0, 10, 0.02)
+        locker.execute("rollback")
+        thread.join(30)
+        assert not thread.is_alive()
+        assert advisory_locks_of(conn, pid) == 0
+        status, deleted, error = conn.execute(
+            "select status, deleted, error from pgseek.purge_log where id = %s", (run_id,)
+        ).fetchone()
+        assert status in ("failed", "interrupted")
+        gone = 10 - conn.execute("select count(*) from pgseek.documents").fetchone()[0]
+        assert deleted == gone
+        assert outcome == [gone]  # the call itself returns normally
+        assert status == "failed" and "canceling statement due to user request" in error
+        # and the next run finishes the work
+        assert purge(conn) == 10 - gone
+        assert last_run(conn)[:2] == ("finished", 10 - gone)
+    finally:
+        for c in (client, holder, locker):
+            c.close()
+
+
+def test_a_run_whose_backend_went_on_is_interrupted_and_a_live_one_is_not(conn, db):
+    """A 'running' row whose backend is alive but no longer in the run's statement (idle
+    in a pool, as after an error that escaped the run) is marked 'interrupted' by the
+    next run; a run still working in its backend (waiting here) stays 'running' and
+    finishes."""
+    conn.execute("select pgseek.set_retention('{\"source\": \"training\"}', '1 day')")
+    for i in range(3):
+        add(conn, f"old {i}", "2 days")
+    idle, holder = db.connect(), db.connect()
+    live = db.connect(application_name=BLOCKED_APP)
+    record = (
+        "insert into pgseek.purge_log (backend_pid, backend_query_start)"
+        " select pid, query_start from pg_stat_activity where pid = pg_backend_pid()"
+        " returning id"
+    )
+    dead_id = idle.execute(record).fetchone()[0]  # then idle, its backend alive
+    outcome: list = []
+    try:
+        hold_document_deletes(conn, holder)
+        thread = threading.Thread(target=lambda: outcome.append(purge(live)))
+        thread.start()
+        assert wait_for(lambda: purge_backend(conn, "advisory"), 10, 0.02)
+        live_id = conn.execute(
+            "select max(id) from pgseek.purge_log where status = 'running'"
+        ).fetchone()[0]
+        assert purge(conn) == 3  # (the live run waits before it takes any row)
+        statuses = dict(
+            conn.execute(
+                "select id, status from pgseek.purge_log where id < %s + 1", (live_id,)
+            ).fetchall()
+        )
+        assert statuses == {dead_id: "interrupted", live_id: "running"}
+        holder.execute("select pg_advisory_unlock(4242)")
+        thread.join(30)
+        assert outcome == [0]
+        status = "select status from pgseek.purge_log where id = %s"
+        assert conn.execute(status, (live_id,)).fetchone()[0] == "finished"
+        assert advisory_locks_of(conn, idle.info.backend_pid) == 0
+    finally:
+        for c in (idle, holder, live):
+            c.close()
 
 
 def test_only_matching_rows_older_than_the_window_go(conn):
