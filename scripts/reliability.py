@@ -271,7 +271,7 @@ def write_report(out: Path, quick: bool, results: list[tuple[str, list[dict]]]) 
         "",
         "An interrupted purge leaves its `pgseek.purge_log` row `running` (the backend "
         "died before it could write an outcome) until the next purge, which marks it "
-        "`interrupted` (the run's advisory lock is free) and finishes the work; "
+        "`interrupted` (its backend is gone) and finishes the work; "
         "`pgseek_purge_last_run_failed` and `pgseek_purge_failed_runs_logged` count it.",
         "",
         "## Not covered",
