@@ -52,7 +52,20 @@ choose_home
 
 [ -x "$BIN/pg_ctl" ] || die "PostgreSQL ${PG_MAJOR} server binaries not found in $BIN: run 'make install' (or set PGSEEK_PG_MAJOR)"
 
-is_running() { [ -f "$DATA/PG_VERSION" ] && as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
+pidfile_pid() { [ -f "$DATA/postmaster.pid" ] && head -n 1 "$DATA/postmaster.pid"; }
+# is_this_clusters_server PID: true when PID is a postgres process working in this data
+# directory (the postmaster changes into it before it writes postmaster.pid). pg_ctl
+# status only asks whether the pid is alive, so after a crash a pid reused by another
+# cluster's postmaster passed for this cluster's server (and `down` would have stopped it).
+is_this_clusters_server() {
+    local pid="$1" comm cwd
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
+    [ "$comm" = postgres ] || return 1
+    cwd="$(readlink "/proc/$pid/cwd" 2>/dev/null)" || return 1
+    [ "$cwd" = "$(readlink -f "$DATA")" ]
+}
+is_running() { [ -f "$DATA/PG_VERSION" ] && is_this_clusters_server "$(pidfile_pid || true)"; }
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
 url() {
@@ -124,14 +137,21 @@ init_cluster() {
     printf "\ninclude 'pgseek.conf'\n" | as_owner tee -a "$DATA/postgresql.conf" >/dev/null
 }
 
+# Called when this cluster's server is not running (is_running is false): a postmaster.pid
+# left by a crash names a pid that is gone, or one reused since by another process. Such a
+# file is removed. When the process cannot be inspected (another user's, as a non-root
+# caller), the file is left to PostgreSQL, which overwrites a lock file whose pid is not
+# its own kind and refuses to start over one that is.
 clear_stale_pidfile() {
     local pidfile="$DATA/postmaster.pid" pid
     [ -f "$pidfile" ] || return 0
     pid="$(head -n 1 "$pidfile")"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        die "postmaster.pid names pid $pid, which is alive but is not this cluster's server; stop it or remove $pidfile by hand"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && [ -e "/proc/$pid" ]; then
+        readlink "/proc/$pid/cwd" >/dev/null 2>&1 || return 0
+        say "removing a stale postmaster.pid (pid $pid is another process now, not this cluster's server)"
+    else
+        say "removing a stale postmaster.pid (pid ${pid:-?} is not running)"
     fi
-    say "removing a stale postmaster.pid (pid ${pid:-?} is not running)"
     as_owner rm -f "$pidfile"
 }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pgtest import ROOT, free_port
+from pgtest import ROOT, ephemeral_cluster, free_port
 
 
 class Make:
@@ -124,18 +124,64 @@ def test_db_down_stops_it(make):
     assert "not running" in make("db-down").stderr
 
 
-def test_a_stale_pid_file_is_cleared_with_a_message(make):
+def write_pidfile(make: Make, pid: int) -> None:
+    """A postmaster.pid naming PID in the stopped cluster, as a crash leaves one."""
     pidfile = make.home / "data" / "postmaster.pid"
-    # A pid that does not exist: pid_max is at most 2^22.
     subprocess.run(
-        ["runuser", "-u", "postgres", "--", "sh", "-c", f"echo 4194305 > {pidfile}"]
+        ["runuser", "-u", "postgres", "--", "sh", "-c", f"echo {pid} > {pidfile}"]
         if os.geteuid() == 0
-        else ["sh", "-c", f"echo 4194305 > {pidfile}"],
+        else ["sh", "-c", f"echo {pid} > {pidfile}"],
         check=True,
     )
+
+
+def assert_stopped(make: Make) -> None:
+    status = make("db-status", check=False)
+    assert status.returncode != 0 and "stopped" in status.stdout, status.stdout
+
+
+def test_a_stale_pid_file_is_cleared_with_a_message(make):
+    # A pid that does not exist: pid_max is at most 2^22.
+    write_pidfile(make, 4194305)
     result = make("db-up")
     assert "removing a stale postmaster.pid (pid 4194305 is not running)" in result.stderr
     assert "running on" in result.stderr
+    make("db-down")
+
+
+def test_a_pid_file_naming_a_reused_pid_is_cleared(make):
+    # After a reboot the pid may belong to any process: here one of ours (root's, when the
+    # tests run as root, which the server's postgres user cannot signal).
+    other = subprocess.Popen(["sleep", "120"])
+    try:
+        write_pidfile(make, other.pid)
+        assert_stopped(make)
+        result = make("db-up")
+        assert (
+            f"removing a stale postmaster.pid (pid {other.pid} is another process now"
+            in result.stderr
+        )
+        assert "running on" in result.stderr
+        assert other.poll() is None  # left alone
+    finally:
+        other.kill()
+        other.wait()
+    make("db-down")
+
+
+def test_a_pid_file_naming_another_clusters_postmaster_is_not_taken_for_ours(make):
+    with ephemeral_cluster("pgseek-cluster-other-") as other:
+        other_pid = int((other.home / "data" / "postmaster.pid").read_text().split()[0])
+        write_pidfile(make, other_pid)
+        assert_stopped(make)
+        assert "not running" in make("db-down").stderr  # and the other cluster lives on:
+        psycopg.connect(other.url).close()
+        result = make("db-up")
+        assert "removing a stale postmaster.pid" in result.stderr
+        assert f"running on 127.0.0.1:{make.port}" in result.stderr
+        assert "running" in make("db-status").stdout
+        psycopg.connect(make("db-url").stdout.strip()).close()
+        psycopg.connect(other.url).close()
     make("db-down")
 
 
