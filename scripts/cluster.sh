@@ -9,6 +9,8 @@
 #   PGSEEK_HOME       cluster directory (data/, run/, log/, password)
 #   PGSEEK_PORT       TCP port on 127.0.0.1 (55432)
 #   PGSEEK_DB         database created for pgseek, also cron.database_name (pgseek)
+#                     Both are recorded in data/pgseek.conf by `up`; later commands use
+#                     the recorded values (a running server's own port) unless set.
 #   PGSEEK_PG_MAJOR   PostgreSQL major version (15)
 #   PGSEEK_SHARED_BUFFERS, PGSEEK_WORK_MEM, PGSEEK_MAINTENANCE_WORK_MEM,
 #   PGSEEK_EFFECTIVE_CACHE_SIZE   override the computed memory settings
@@ -16,8 +18,6 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_MAJOR="${PGSEEK_PG_MAJOR:-15}"
-PORT="${PGSEEK_PORT:-55432}"
-DB="${PGSEEK_DB:-pgseek}"
 BIN="/usr/lib/postgresql/${PG_MAJOR}/bin"
 
 die() {
@@ -37,7 +37,7 @@ as_owner() { "${RUN_AS[@]}" "$@"; }
 # project cloned under /root is not, so fall back to a directory under /var/tmp.
 choose_home() {
     if [ -n "${PGSEEK_HOME:-}" ]; then
-        HOME_DIR="$PGSEEK_HOME"
+        HOME_DIR="$(realpath -m "$PGSEEK_HOME")"
     elif [ ${#RUN_AS[@]} -eq 0 ] || as_owner test -x "$ROOT"; then
         HOME_DIR="$ROOT/.pgseek"
     else
@@ -66,6 +66,36 @@ is_this_clusters_server() {
     [ "$cwd" = "$(readlink -f "$DATA")" ]
 }
 is_running() { [ -f "$DATA/PG_VERSION" ] && is_this_clusters_server "$(pidfile_pid || true)"; }
+
+# conf_value NAME: the value pgseek.conf records for NAME (empty without one).
+conf_value() {
+    [ -r "$DATA/pgseek.conf" ] || return 0
+    sed -n "s/^$1 = '\{0,1\}\([^']*\)'\{0,1\}\$/\1/p" "$DATA/pgseek.conf" | tail -n 1
+}
+
+# settle_settings: PORT and DB. A running cluster's are its own (the port in
+# postmaster.pid, the database in pgseek.conf), whatever the environment says, so that
+# `PGSEEK_PORT=55471 make demo` followed by a plain `make psql` reaches that cluster, not
+# the default port's; a different PGSEEK_PORT / PGSEEK_DB is reported and ignored. A
+# stopped cluster starts with PGSEEK_PORT / PGSEEK_DB when set, else with what it recorded.
+settle_settings() {
+    PORT="${PGSEEK_PORT:-$(conf_value port)}"
+    PORT="${PORT:-55432}"
+    DB="${PGSEEK_DB:-$(conf_value cron.database_name)}"
+    DB="${DB:-pgseek}"
+    if is_running; then
+        local port db
+        port="$(sed -n 4p "$DATA/postmaster.pid" 2>/dev/null || true)"
+        port="${port:-$(conf_value port)}"
+        db="$(conf_value cron.database_name)"
+        db="${db:-$DB}"
+        [ "$port" = "$PORT" ] ||
+            say "warning: the cluster in $HOME_DIR runs on port $port: using it, not PGSEEK_PORT=$PORT ('make db-down' first to move it)"
+        [ "$db" = "$DB" ] ||
+            say "warning: the cluster in $HOME_DIR was started for database $db: using it, not PGSEEK_DB=$DB ('make db-down' first to change it)"
+        PORT="$port" DB="$db"
+    fi
+}
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
 url() {
@@ -204,6 +234,8 @@ destroy() {
     [ -d "$HOME_DIR" ] && rm -rf "$HOME_DIR" && say "removed $HOME_DIR"
     return 0
 }
+
+settle_settings
 
 case "${1:-}" in
     up) up ;;

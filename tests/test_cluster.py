@@ -18,23 +18,30 @@ from pgtest import ROOT, ephemeral_cluster, free_port
 
 
 class Make:
-    def __init__(self, home: Path, port: int):
+    """make in the checkout for the cluster in HOME; PORT None leaves PGSEEK_PORT unset."""
+
+    def __init__(self, home: Path, port: int | None, **env: str):
         self.home = home
         self.port = port
+        unset = ("DATABASE_URL", "PGSEEK_PORT", "PGSEEK_DB")
         self.env = {
-            **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            **{k: v for k, v in os.environ.items() if k not in unset},
             "PGSEEK_HOME": str(home),
-            "PGSEEK_PORT": str(port),
             "PGSEEK_SHARED_BUFFERS": "128MB",
+            **({"PGSEEK_PORT": str(port)} if port is not None else {}),
+            **env,
         }
 
-    def __call__(self, *targets: str, check: bool = True) -> subprocess.CompletedProcess:
+    def __call__(
+        self, *targets: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             ["make", "-s", "-C", str(ROOT), *targets],
             env=self.env,
             capture_output=True,
             text=True,
             timeout=180,
+            input=input,
         )
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
@@ -183,6 +190,41 @@ def test_a_pid_file_naming_another_clusters_postmaster_is_not_taken_for_ours(mak
         psycopg.connect(make("db-url").stdout.strip()).close()
         psycopg.connect(other.url).close()
     make("db-down")
+
+
+@pytest.fixture
+def private_dir() -> Iterator[Path]:
+    """A directory the server's postgres user can reach, removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="pgseek-cluster-test-", dir="/tmp"))
+    directory.chmod(0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_the_port_and_database_of_db_up_are_remembered(private_dir):
+    port = free_port()
+    started = Make(private_dir / "cluster", port, PGSEEK_DB="remembered")
+    plain = Make(private_dir / "cluster", None)  # a later shell without the variables
+    try:
+        started("db-up")
+        url = plain("db-url").stdout.strip()
+        assert url.endswith(f"@127.0.0.1:{port}/remembered"), url
+        assert f"running: 127.0.0.1:{port} database remembered" in plain("db-status").stdout
+        psql = plain("psql", input="select current_database() || ':' || inet_server_port()")
+        assert f"remembered:{port}" in psql.stdout, psql.stdout + psql.stderr
+        # Asking for another port while it runs: the running cluster's, with a warning.
+        elsewhere = Make(private_dir / "cluster", free_port())
+        status = elsewhere("db-status")
+        assert f"runs on port {port}: using it, not PGSEEK_PORT={elsewhere.port}" in status.stderr
+        assert f"running: 127.0.0.1:{port}" in status.stdout
+        assert "already running" in elsewhere("db-up").stderr
+        # Stopped and started again without the variables: the same port and database.
+        plain("db-down")
+        assert f"running on 127.0.0.1:{port}, database remembered" in plain("db-up").stderr
+    finally:
+        plain("db-down", check=False)
 
 
 def test_a_port_in_use_is_reported(make):
