@@ -44,7 +44,8 @@ choose_home() {
         HOME_DIR="/var/tmp/pgseek-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
     fi
     DATA="$HOME_DIR/data"
-    SOCKET_DIR="$HOME_DIR/run"
+    # A socket path holds at most 107 bytes; SHORT_SOCKET_DIR serves deep checkouts.
+    SHORT_SOCKET_DIR="/tmp/pgseek-$(printf '%s' "$DATA" | sha256sum | cut -c1-12)"
     LOGFILE="$HOME_DIR/log/postgres.log"
     PWFILE="$HOME_DIR/password"
 }
@@ -73,7 +74,7 @@ conf_value() {
     sed -n "s/^$1 = '\{0,1\}\([^']*\)'\{0,1\}\$/\1/p" "$DATA/pgseek.conf" | tail -n 1
 }
 
-# settle_settings: PORT and DB. A running cluster's are its own (the port in
+# settle_settings: PORT, DB and SOCKET_DIR. A running cluster's are its own (the port in
 # postmaster.pid, the database in pgseek.conf), whatever the environment says, so that
 # `PGSEEK_PORT=55471 make demo` followed by a plain `make psql` reaches that cluster, not
 # the default port's; a different PGSEEK_PORT / PGSEEK_DB is reported and ignored. A
@@ -95,6 +96,21 @@ settle_settings() {
             say "warning: the cluster in $HOME_DIR was started for database $db: using it, not PGSEEK_DB=$DB ('make db-down' first to change it)"
         PORT="$port" DB="$db"
     fi
+    SOCKET_DIR="$HOME_DIR/run"
+    if [ $(($(printf '%s/.s.PGSQL.%s' "$SOCKET_DIR" "$PORT" | wc -c))) -gt 107 ]; then
+        SOCKET_DIR="$SHORT_SOCKET_DIR"
+    fi
+}
+
+# The socket directory; in /tmp (shared by everyone) it must be the server user's own
+# directory, not a link, and private (psql_local connects as that user).
+prepare_socket_dir() {
+    as_owner mkdir -p "$SOCKET_DIR"
+    [ "$SOCKET_DIR" = "$HOME_DIR/run" ] && return 0
+    if [ -L "$SOCKET_DIR" ] || [ "$(stat -c %u "$SOCKET_DIR")" != "$(as_owner id -u)" ]; then
+        die "$SOCKET_DIR (the socket directory, as $HOME_DIR/run is too long a path for a socket) belongs to someone else; remove it"
+    fi
+    as_owner chmod 700 "$SOCKET_DIR"
 }
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
@@ -148,7 +164,7 @@ init_cluster() {
     say "creating a new cluster in $HOME_DIR"
     mkdir -p "$HOME_DIR"
     [ ${#RUN_AS[@]} -gt 0 ] && chown postgres: "$HOME_DIR"
-    as_owner mkdir -p "$DATA" "$SOCKET_DIR" "$(dirname "$LOGFILE")"
+    as_owner mkdir -p "$DATA" "$(dirname "$LOGFILE")"
     as_owner chmod 700 "$DATA"
     local password
     password="$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
@@ -196,6 +212,7 @@ up() {
         die "port $PORT on 127.0.0.1 is in use by another process (see 'ss -ltnp'); stop it or choose another port with PGSEEK_PORT=..."
     fi
     [ -f "$DATA/PG_VERSION" ] || init_cluster
+    prepare_socket_dir
     write_config
     clear_stale_pidfile
     if ! as_owner "$BIN/pg_ctl" -D "$DATA" -l "$LOGFILE" -w -t 60 start >/dev/null; then
@@ -231,6 +248,7 @@ status() {
 
 destroy() {
     down
+    if [ -d "$SHORT_SOCKET_DIR" ] && [ ! -L "$SHORT_SOCKET_DIR" ]; then rm -rf "$SHORT_SOCKET_DIR" || true; fi
     [ -d "$HOME_DIR" ] && rm -rf "$HOME_DIR" && say "removed $HOME_DIR"
     return 0
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -225,6 +226,31 @@ def test_the_port_and_database_of_db_up_are_remembered(private_dir):
         assert f"running on 127.0.0.1:{port}, database remembered" in plain("db-up").stderr
     finally:
         plain("db-down", check=False)
+
+
+def test_a_checkout_too_deep_for_a_socket_path_still_starts(private_dir):
+    # <dir>/run/.s.PGSQL.<port> would exceed the 107 bytes a socket path can hold.
+    home = private_dir / ("d" * 90) / "cluster"
+    deep = Make(home, free_port())
+    cluster = [str(ROOT / "scripts" / "cluster.sh")]
+    short = Path("/tmp") / f"pgseek-{hashlib.sha256(str(home / 'data').encode()).hexdigest()[:12]}"
+    try:
+        result = deep("db-up")
+        assert f"running on 127.0.0.1:{deep.port}" in result.stderr
+        assert (short / f".s.PGSQL.{deep.port}").is_socket()
+        info = short.stat()
+        assert info.st_mode & 0o777 == 0o700
+        owner = (
+            int(subprocess.check_output(["id", "-u", "postgres"]))
+            if os.geteuid() == 0
+            else os.geteuid()
+        )
+        assert info.st_uid == owner
+        psycopg.connect(deep("db-url").stdout.strip()).close()
+        deep("migrate")  # psql over the socket (creating the database) worked too
+    finally:
+        subprocess.run([*cluster, "destroy"], env=deep.env, capture_output=True)
+    assert not short.exists() and not home.exists()
 
 
 def test_a_port_in_use_is_reported(make):
