@@ -2,8 +2,9 @@
 # Installs everything pgseek needs on a Debian or Ubuntu machine, idempotently:
 #   1. server packages: PostgreSQL, pg_cron, PL/Python, server headers, build tools,
 #      PgBouncer and the Prometheus PostgreSQL exporter (their services disabled)
-#   2. pgvector 0.8.x: the distribution package where one exists, else a build of
-#      Debian trixie's source package against postgresql-server-dev-N
+#   2. pgvector 0.8.x: the apt package where one of 0.8 or later exists (PGDG's; Ubuntu
+#      24.04's own is 0.6), else a build of Debian trixie's source package against
+#      postgresql-server-dev-N
 #   3. .venv: the Python environment for deployment and tests (requirements/dev.txt)
 #   4. the in-database Python library (requirements/plpython.txt + plpython/pgseek)
 #      in $PGSEEK_PYLIB, the directory the server's PL/Python imports from
@@ -27,6 +28,8 @@ BUILD="${PGSEEK_BUILD_DIR:-$ROOT/.build}"
 OS_RELEASE="${PGSEEK_OS_RELEASE:-/etc/os-release}"
 LOG="$BUILD/install.log"
 PGVECTOR_SERIES="0.8"
+# numpy, onnxruntime and sqlalchemy as pinned need Python 3.11, in .venv and in PL/Python.
+PYTHON_MIN="3.11"
 
 CHECK=0
 PENDING=()
@@ -91,6 +94,11 @@ has_candidate() {
     policy="$(apt-cache policy "$1" 2>/dev/null || true)"
     [[ "$policy" =~ Candidate:\ [0-9] ]]
 }
+candidate_version() {
+    local policy
+    policy="$(apt-cache policy "$1" 2>/dev/null || true)"
+    [[ "$policy" =~ Candidate:\ ([0-9][^[:space:]]*) ]] && printf '%s' "${BASH_REMATCH[1]}"
+}
 is_installed() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]; }
 
 install_packages() {
@@ -140,7 +148,7 @@ disable_packaged_service() {
     say "disabled the packaged $service service (pgseek runs its own instances)"
 }
 
-pg_sharedir() { "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" --sharedir; }
+pg_sharedir() { "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config" --sharedir 2>/dev/null; }
 
 pgvector_version() {
     local control
@@ -148,15 +156,43 @@ pgvector_version() {
     [ -r "$control" ] && sed -n "s/^default_version = '\(.*\)'/\1/p" "$control"
 }
 
+# pgvector_package: the apt package to install pgvector from, when the apt sources have
+# one of PGVECTOR_SERIES or later; empty when it must be built from source (none at all on
+# Debian 12; Ubuntu 24.04's postgresql-16-pgvector is 0.6).
+pgvector_package() {
+    local package="postgresql-${PG_MAJOR}-pgvector" version
+    version="$(candidate_version "$package" || true)"
+    [ -n "$version" ] && dpkg --compare-versions "${version#*:}" ge "$PGVECTOR_SERIES" &&
+        printf '%s' "$package"
+    return 0
+}
+pgvector_route() {
+    local package version
+    package="$(pgvector_package)"
+    if [ -n "$package" ]; then
+        printf 'from %s %s' "$package" "$(candidate_version "$package")"
+    else
+        package="postgresql-${PG_MAJOR}-pgvector"
+        version="$(candidate_version "$package" || true)"
+        if [ -n "$version" ]; then
+            printf "built from Debian trixie's source (apt has %s %s, older than %s)" "$package" "$version" "$PGVECTOR_SERIES"
+        else
+            printf "built from Debian trixie's source (apt has no %s)" "$package"
+        fi
+    fi
+}
+
 install_pgvector() {
     local have
     have="$(pgvector_version || true)"
     case "$have" in "${PGVECTOR_SERIES}".* | 0.9.* | 0.1[0-9].*) return 0 ;; esac
-    act "installing pgvector ${PGVECTOR_SERIES}.x (found: ${have:-none})" || return 0
+    act "installing pgvector ${PGVECTOR_SERIES}.x, $(pgvector_route) (found: ${have:-none})" || return 0
     need_root "pgvector ${PGVECTOR_SERIES}.x for PostgreSQL ${PG_MAJOR}"
     apt_update_once
-    if has_candidate "postgresql-${PG_MAJOR}-pgvector"; then
-        run $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-${PG_MAJOR}-pgvector"
+    local package
+    package="$(pgvector_package)"
+    if [ -n "$package" ]; then
+        run $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$package"
     else
         build_pgvector_from_trixie_source
     fi
@@ -169,6 +205,9 @@ install_pgvector() {
 add_trixie_sources() {
     local sources=/etc/apt/sources.list.d/pgseek-trixie-src.sources
     [ -e "$sources" ] && return 0
+    local keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    # Ubuntu has Debian's archive key only in a package.
+    [ -r "$keyring" ] || run $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q debian-archive-keyring
     say "adding a deb-src line for Debian trixie (pgvector source)"
     printf '%s\n' 'Types: deb-src' 'URIs: http://deb.debian.org/debian' 'Suites: trixie' \
         'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
@@ -214,9 +253,8 @@ install_venv() {
     local models="$ROOT/requirements/models.txt"
     if [ -x "$VENV/bin/python" ] && stamp_matches venv "${reqs[@]}" "$models"; then return 0; fi
     act "creating the Python environment in ${VENV#"$ROOT"/}" || return 0
-    command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found: install python3 (3.10 or newer) or set PYTHON"
-    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
-        die "$PYTHON is older than 3.10; set PYTHON to a newer interpreter"
+    command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found: install python3 ($PYTHON_MIN or newer) or set PYTHON"
+    python_at_least "$PYTHON" || die "$PYTHON is older than $PYTHON_MIN (the pinned numpy, onnxruntime and sqlalchemy need it); set PYTHON to a newer interpreter"
     # Recreated from scratch, so that the environment holds exactly what is pinned.
     rm -rf "$VENV"
     run "$PYTHON" -m venv "$VENV"
@@ -228,11 +266,18 @@ install_venv() {
     write_stamp venv "${reqs[@]}" "$models"
 }
 
+# python_at_least PYTHON: true when PYTHON is PYTHON_MIN or newer.
+python_at_least() {
+    "$1" -c "import sys; sys.exit(sys.version_info < tuple(map(int, '$PYTHON_MIN'.split('.'))))"
+}
+
 # The server's PL/Python is Debian's /usr/bin/python3, not the python3 on PATH,
 # so the in-database packages are installed for that interpreter into PYLIB.
 install_plpython_lib() {
     local server_python=/usr/bin/python3
     [ -x "$server_python" ] || die "$server_python not found: PL/Python needs the distribution's python3"
+    python_at_least "$server_python" ||
+        die "$server_python, which the server's PL/Python runs, is $("$server_python" -c 'import platform; print(platform.python_version())'): pgseek's in-database packages need Python $PYTHON_MIN or newer (Debian 12, Ubuntu 24.04 or later)"
     local reqs="$ROOT/requirements/plpython.txt" models="$ROOT/requirements/models.txt" want
     want="$(cat "$reqs" "$models" | sha256sum)"
     if [ ! -f "$PYLIB/.requirements.sha256" ] || [ "$want" != "$(cat "$PYLIB/.requirements.sha256")" ]; then

@@ -85,3 +85,58 @@ def test_unknown_option_is_refused():
     result = run("--frobnicate")
     assert result.returncode == 1
     assert "unknown option '--frobnicate'" in result.stderr
+
+
+def fake_apt_cache(directory: Path, pgvector_candidate: str) -> dict:
+    """An environment whose apt-cache offers PGVECTOR_CANDIDATE as the pgvector package."""
+    (directory / "apt-cache").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *pgvector*) echo "  Installed: (none)";'
+        f' echo "  Candidate: {pgvector_candidate}" ;;'
+        ' *) echo "  Candidate: (none)" ;; esac\n'
+    )
+    (directory / "apt-cache").chmod(0o755)
+    return {"PATH": f"{directory}:{os.environ['PATH']}", "PGSEEK_PG_MAJOR": "99"}
+
+
+def test_a_packaged_pgvector_older_than_0_8_is_built_from_source_instead(tmp_path):
+    # Ubuntu 24.04's postgresql-16-pgvector is 0.6.0: not good enough, but no reason to stop.
+    result = run("--check", env=fake_apt_cache(tmp_path, "0.6.0-1build2"))
+    assert (
+        "installing pgvector 0.8.x, built from Debian trixie's source"
+        " (apt has postgresql-99-pgvector 0.6.0-1build2, older than 0.8)" in result.stdout
+    ), result.stdout + result.stderr
+
+
+def test_a_packaged_pgvector_of_0_8_or_later_is_installed(tmp_path):
+    result = run("--check", env=fake_apt_cache(tmp_path, "0.8.1-2.pgdg24.04+1"))
+    assert (
+        "installing pgvector 0.8.x, from postgresql-99-pgvector 0.8.1-2.pgdg24.04+1"
+        in result.stdout
+    ), result.stdout + result.stderr
+
+
+def test_python_older_than_3_11_is_refused(tmp_path):
+    # numpy 2.4 / onnxruntime 1.31 / sqlalchemy 2.1 as pinned need 3.11: a 3.10 would
+    # fail half-way through pip. A stand-in python that reports 3.10.
+    python = tmp_path / "python3.10"
+    python.write_text(
+        "#!/bin/sh\n"
+        'exec python3 -c "import sys; sys.version_info = (3, 10, 12); '
+        'exec(sys.argv[1])" "$2"\n'
+    )
+    python.chmod(0o755)
+    pending = run("--check").stdout.splitlines()
+    if any("would do: installing" in x and "in-database" not in x for x in pending):
+        pytest.skip("the system packages are not installed: the install would stop there first")
+    build = tmp_path / "build"
+    result = run(
+        env={
+            "PYTHON": str(python),
+            "PGSEEK_VENV": str(tmp_path / "venv"),
+            "PGSEEK_BUILD_DIR": str(build),
+        }
+    )
+    assert result.returncode == 1
+    assert f"{python} is older than 3.11" in result.stderr, result.stdout + result.stderr
+    assert not (tmp_path / "venv").exists()
