@@ -308,6 +308,19 @@ sync_plpython_package() {
     printf '%s\n' "$want" | $SUDO tee "$PYLIB/.pgseek.sha256" >/dev/null
 }
 
+# Under sudo, what this run made in the invoking user's directories (.build and .venv in
+# the checkout) is given back to that user: root-owned, `: >"$LOG"` of the user's next
+# `make demo` failed. Run at exit, so after a failure too.
+give_back_to_sudo_user() {
+    [ "$(id -u)" -eq 0 ] && [ -n "${SUDO_UID:-}" ] && [ "$SUDO_UID" != 0 ] || return 0
+    local path
+    for path in "$BUILD" "$VENV"; do
+        [ -e "$path" ] && [ ! -L "$path" ] || continue
+        [ "$(stat -c %u "$(dirname "$path")")" = "$SUDO_UID" ] || continue
+        chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$path" || true
+    done
+}
+
 main() {
     case "${1:-}" in
         --check) CHECK=1 ;;
@@ -319,7 +332,11 @@ main() {
         *) die "unknown option '$1' (usage: scripts/install.sh [--check | --plpython-only])" ;;
     esac
     if [ "$CHECK" -eq 0 ]; then
+        trap give_back_to_sudo_user EXIT
         mkdir -p "$BUILD"
+        # (Left by a 'sudo make install' of an older install.sh.)
+        [ ! -e "$LOG" ] || [ -w "$LOG" ] ||
+            die "$LOG is not writable by $(id -un) (made by 'sudo make install'?): sudo chown -R $(id -un) ${BUILD} ${VENV}"
         : >"$LOG"
     fi
     check_distribution

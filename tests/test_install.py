@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -140,3 +141,46 @@ def test_python_older_than_3_11_is_refused(tmp_path):
     assert result.returncode == 1
     assert f"{python} is older than 3.11" in result.stderr, result.stdout + result.stderr
     assert not (tmp_path / "venv").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root")
+def test_under_sudo_the_build_directory_is_given_back_to_the_user():
+    nobody = pwd.getpwnam("nobody")
+    checkout = Path(tempfile.mkdtemp(prefix="pgseek-install-test-", dir="/tmp"))
+    try:
+        os.chown(checkout, nobody.pw_uid, nobody.pw_gid)
+        build = checkout / ".build"
+        os_release = checkout / "os-release"
+        os_release.write_text("ID=arch\n")  # stops the install early, after the log is made
+        env = {
+            "PGSEEK_BUILD_DIR": str(build),
+            "PGSEEK_OS_RELEASE": str(os_release),
+            "PGSEEK_PG_MAJOR": "99",
+        }
+        sudo = {
+            "SUDO_USER": "nobody",
+            "SUDO_UID": str(nobody.pw_uid),
+            "SUDO_GID": str(nobody.pw_gid),
+        }
+        assert run(env={**env, **sudo}).returncode == 1
+        for path in (build, build / "install.log"):
+            assert path.stat().st_uid == nobody.pw_uid, path
+        # The user's own next run (make demo) gets past the log to the real problem.
+        again = run(env=env, user="nobody")
+        assert "unsupported distribution 'arch'" in again.stderr, again.stderr
+    finally:
+        shutil.rmtree(checkout)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("runuser"), reason="needs root")
+def test_a_log_left_by_an_older_sudo_install_is_named_with_the_fix():
+    checkout = Path(tempfile.mkdtemp(prefix="pgseek-install-test-", dir="/tmp"))
+    try:
+        checkout.chmod(0o777)
+        (checkout / "install.log").write_text("")  # root's, mode 644
+        result = run(env={"PGSEEK_BUILD_DIR": str(checkout)}, user="nobody")
+        assert result.returncode == 1
+        assert "install.log is not writable by nobody" in result.stderr, result.stderr
+        assert "sudo chown -R nobody" in result.stderr
+    finally:
+        shutil.rmtree(checkout)
