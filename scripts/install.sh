@@ -255,7 +255,10 @@ install_venv() {
     act "creating the Python environment in ${VENV#"$ROOT"/}" || return 0
     command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found: install python3 ($PYTHON_MIN or newer) or set PYTHON"
     python_at_least "$PYTHON" || die "$PYTHON is older than $PYTHON_MIN (the pinned numpy, onnxruntime and sqlalchemy need it); set PYTHON to a newer interpreter"
-    # Recreated from scratch, so that the environment holds exactly what is pinned.
+    # Recreated from scratch, so that the environment holds exactly what is pinned. The
+    # stamp goes first: a rebuild that fails half-way must not pass for complete later
+    # (say, once the requirement files are reverted to what the old stamp hashed).
+    rm -f "$BUILD/venv.stamp"
     rm -rf "$VENV"
     run "$PYTHON" -m venv "$VENV"
     run "$VENV/bin/python" -m pip install -q --upgrade pip
@@ -301,6 +304,7 @@ sync_plpython_package() {
     [ "$want" = "$have" ] && return 0
     act "syncing plpython/pgseek into $PYLIB" || return 0
     need_root "copying plpython/pgseek into $PYLIB"
+    $SUDO rm -f "$PYLIB/.pgseek.sha256" # first, as venv.stamp above
     $SUDO rm -rf "$PYLIB/pgseek"
     $SUDO mkdir -p "$PYLIB"
     (cd "$ROOT/plpython" && find pgseek -name '*.py' -type f -exec $SUDO cp --parents {} "$PYLIB" \;)

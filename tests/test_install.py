@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import shutil
@@ -184,3 +185,35 @@ def test_a_log_left_by_an_older_sudo_install_is_named_with_the_fix():
         assert "sudo chown -R nobody" in result.stderr
     finally:
         shutil.rmtree(checkout)
+
+
+def test_a_failed_venv_rebuild_is_not_taken_for_a_complete_one(tmp_path):
+    if any(
+        "would do: installing" in x and "in-database" not in x
+        for x in run("--check").stdout.splitlines()
+    ):
+        pytest.skip("the system packages are not installed: the install would stop there first")
+    build, venv = tmp_path / "build", tmp_path / "venv"
+    build.mkdir()
+    # A venv complete for the plain requirement set, as a good install leaves it.
+    reqs = [ROOT / "requirements" / f"{n}.txt" for n in ("dev", "deploy", "plpython", "models")]
+    digest = hashlib.sha256(b"".join(r.read_bytes() for r in reqs)).hexdigest()
+    (build / "venv.stamp").write_text(f"{digest}  -\n")
+    # A python that passes the version check and creates a venv whose pip always fails.
+    python = tmp_path / "python"
+    python.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in -c) exit 0 ;; esac\n'
+        'if [ "$2" = venv ]; then mkdir -p "$3/bin" && cp "$0" "$3/bin/python" && exit 0; fi\n'
+        "echo 'pip: no network' >&2; exit 1\n"
+    )
+    python.chmod(0o755)
+    (venv / "bin").mkdir(parents=True)
+    shutil.copy(python, venv / "bin" / "python")
+    env = {"PGSEEK_BUILD_DIR": str(build), "PGSEEK_VENV": str(venv), "PYTHON": str(python)}
+    assert "creating the Python environment" not in run("--check", env=env).stdout
+    # The requirements change (here: the reference set joins), the rebuild fails in pip ...
+    failed = run(env={**env, "PGSEEK_WITH_REFERENCE": "1"})
+    assert failed.returncode == 1 and "pip install" in failed.stderr, failed.stderr
+    # ... and back on the old requirements, the broken venv must still be rebuilt.
+    assert "creating the Python environment" in run("--check", env=env).stdout
