@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything pgseek needs on a Debian or Ubuntu machine, idempotently:
+# Installs everything pgseek needs on a Debian or Ubuntu machine, idempotently (on
+# other systems steps 3 and 4, once the server side was installed by hand):
 #   1. server packages: PostgreSQL, pg_cron, PL/Python, server headers, build tools,
 #      PgBouncer and the Prometheus PostgreSQL exporter (their services disabled)
 #   2. pgvector 0.8.x: the apt package where one of 0.8 or later exists (PGDG's; Ubuntu
@@ -68,15 +69,40 @@ need_root() {
     fi
 }
 
+# check_distribution: APT=1 on Debian and Ubuntu. Elsewhere the server side must already
+# be there (installed by hand); then only .venv and the in-database library are built.
+APT=0
 check_distribution() {
-    [ -r "$OS_RELEASE" ] || die "cannot read $OS_RELEASE: only Debian and Ubuntu are supported"
+    local ID="" ID_LIKE=""
     # shellcheck disable=SC1090
-    . "$OS_RELEASE"
+    [ -r "$OS_RELEASE" ] && . "$OS_RELEASE"
     case " ${ID:-} ${ID_LIKE:-} " in
-        *" debian "* | *" ubuntu "*) ;;
-        *) die "unsupported distribution '${ID:-unknown}': pgseek's installer knows Debian and Ubuntu; on another system install PostgreSQL ${PG_MAJOR}, pgvector 0.8+, pg_cron and plpython3u yourself, then run 'make venv'" ;;
+        *" debian "* | *" ubuntu "*)
+            command -v apt-get >/dev/null || die "apt-get not found on a ${ID} system"
+            APT=1
+            return 0
+            ;;
     esac
-    command -v apt-get >/dev/null || die "apt-get not found on a ${ID} system"
+    local missing
+    missing="$(missing_server_parts)"
+    [ -z "$missing" ] && return 0
+    die "unsupported distribution '${ID:-unknown}': pgseek's installer knows Debian and Ubuntu; on another system install ${missing} yourself, then run 'make install' again (it then builds .venv and the in-database Python library)"
+}
+
+# missing_server_parts: what of the server side is not installed, as a phrase (empty when
+# nothing is missing). scripts/cluster.sh runs the server from /usr/lib/postgresql/N/bin.
+missing_server_parts() {
+    local bin="/usr/lib/postgresql/${PG_MAJOR}/bin" parts=() have
+    if [ ! -x "$bin/pg_ctl" ] || [ ! -x "$bin/pg_config" ]; then
+        parts=("PostgreSQL ${PG_MAJOR} (server and pg_config in $bin)" "pgvector ${PGVECTOR_SERIES}+" "pg_cron" "plpython3u")
+    else
+        have="$(pgvector_version || true)"
+        case "$have" in "${PGVECTOR_SERIES}".* | 0.9.* | 0.1[0-9].*) ;; *) parts+=("pgvector ${PGVECTOR_SERIES}+ (found: ${have:-none})") ;; esac
+        [ -e "$("$bin/pg_config" --pkglibdir)/pg_cron.so" ] || parts+=("pg_cron")
+        [ -e "$(pg_sharedir)/extension/plpython3u.control" ] || parts+=("plpython3u")
+    fi
+    local IFS=,
+    [ ${#parts[@]} -eq 0 ] || printf '%s' "${parts[*]}" | sed 's/,/, /g'
 }
 
 APT_UPDATED=0
@@ -344,8 +370,10 @@ main() {
         : >"$LOG"
     fi
     check_distribution
-    install_packages
-    install_pgvector
+    if [ "$APT" -eq 1 ]; then
+        install_packages
+        install_pgvector
+    fi
     install_venv
     install_plpython_lib
     if [ ${#PENDING[@]} -gt 0 ]; then

@@ -44,13 +44,32 @@ def test_a_second_install_changes_nothing_and_says_nothing():
     assert run("--check").returncode == 0
 
 
-def test_unknown_distribution_is_named(tmp_path):
+def test_unknown_distribution_is_named_with_what_to_install(tmp_path):
     os_release = tmp_path / "os-release"
     os_release.write_text('ID=arch\nPRETTY_NAME="Arch Linux"\n')
-    result = run("--check", env={"PGSEEK_OS_RELEASE": str(os_release)})
+    result = run("--check", env={"PGSEEK_OS_RELEASE": str(os_release), "PGSEEK_PG_MAJOR": "99"})
     assert result.returncode == 1
     assert "unsupported distribution 'arch'" in result.stderr
-    assert "pgvector 0.8+, pg_cron and plpython3u" in result.stderr
+    assert "install PostgreSQL 99 (server and pg_config in /usr/lib/postgresql/99/bin)" in (
+        result.stderr
+    )
+    assert "pgvector 0.8+, pg_cron, plpython3u yourself" in result.stderr
+    assert "then run 'make install' again" in result.stderr  # a target that exists
+
+
+@pytest.mark.skipif(
+    not Path("/usr/lib/postgresql/15/bin/pg_ctl").exists(), reason="needs PostgreSQL 15 here"
+)
+def test_another_distribution_with_the_server_side_installed_proceeds(tmp_path):
+    # This machine has PostgreSQL 15, pgvector, pg_cron and PL/Python: on a system the
+    # installer does not know, make install (demo, lint) goes on to .venv and the library.
+    os_release = tmp_path / "os-release"
+    os_release.write_text("ID=arch\n")
+    pylib = tmp_path / "pylib"  # pending there, so the check reaches the last step
+    result = run("--check", env={"PGSEEK_OS_RELEASE": str(os_release), "PGSEEK_PYLIB": str(pylib)})
+    assert "unsupported" not in result.stderr and result.stderr == "", result.stderr
+    assert f"installing in-database Python packages into {pylib}" in result.stdout
+    assert "installing postgresql" not in result.stdout  # no apt on such a system
 
 
 def test_ubuntu_is_accepted(tmp_path):
