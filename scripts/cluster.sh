@@ -58,12 +58,14 @@ pidfile_pid() { [ -f "$DATA/postmaster.pid" ] && head -n 1 "$DATA/postmaster.pid
 # directory (the postmaster changes into it before it writes postmaster.pid). pg_ctl
 # status only asks whether the pid is alive, so after a crash a pid reused by another
 # cluster's postmaster passed for this cluster's server (and `down` would have stopped it).
+# The cwd is read as the server's user: root may not read another user's (in a container
+# without CAP_SYS_PTRACE), and this cluster's server can only run as that user.
 is_this_clusters_server() {
     local pid="$1" comm cwd
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     comm="$(cat "/proc/$pid/comm" 2>/dev/null)" || return 1
     [ "$comm" = postgres ] || return 1
-    cwd="$(readlink "/proc/$pid/cwd" 2>/dev/null)" || return 1
+    cwd="$(as_owner readlink "/proc/$pid/cwd" 2>/dev/null)" || return 1
     [ "$cwd" = "$(readlink -f "$DATA")" ]
 }
 is_running() { [ -f "$DATA/PG_VERSION" ] && is_this_clusters_server "$(pidfile_pid || true)"; }
@@ -185,15 +187,17 @@ init_cluster() {
 
 # Called when this cluster's server is not running (is_running is false): a postmaster.pid
 # left by a crash names a pid that is gone, or one reused since by another process. Such a
-# file is removed. When the process cannot be inspected (another user's, as a non-root
-# caller), the file is left to PostgreSQL, which overwrites a lock file whose pid is not
-# its own kind and refuses to start over one that is.
+# file is removed. Only a process of the server's user that cannot be inspected (one
+# exiting) is left to PostgreSQL, which refuses to start while the pid is alive.
 clear_stale_pidfile() {
     local pidfile="$DATA/postmaster.pid" pid
     [ -f "$pidfile" ] || return 0
     pid="$(head -n 1 "$pidfile")"
     if [[ "$pid" =~ ^[0-9]+$ ]] && [ -e "/proc/$pid" ]; then
-        readlink "/proc/$pid/cwd" >/dev/null 2>&1 || return 0
+        if [ "$(stat -c %u "/proc/$pid" 2>/dev/null)" = "$(as_owner id -u)" ] &&
+            ! as_owner readlink "/proc/$pid/cwd" >/dev/null 2>&1; then
+            return 0
+        fi
         say "removing a stale postmaster.pid (pid $pid is another process now, not this cluster's server)"
     else
         say "removing a stale postmaster.pid (pid ${pid:-?} is not running)"

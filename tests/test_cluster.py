@@ -74,6 +74,20 @@ def test_db_up_again_is_a_no_op(make):
     assert "creating" not in result.stderr
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("capsh"), reason="needs root, capsh")
+def test_db_status_sees_the_server_without_cap_sys_ptrace(make):
+    # Docker's default capabilities lack CAP_SYS_PTRACE, without which root cannot read
+    # /proc/<pid>/cwd of the postgres user's processes.
+    result = subprocess.run(
+        ["capsh", "--drop=cap_sys_ptrace", "--", "-c", f"make -s -C {ROOT} db-status"],
+        env=make.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert f"running: 127.0.0.1:{make.port}" in result.stdout, result.stdout + result.stderr
+
+
 def test_db_url_connects_with_the_documented_settings(make):
     url = make("db-url").stdout.strip()
     assert url.startswith("postgresql://postgres:") and url.endswith(
