@@ -10,8 +10,8 @@
 -- pgseek.metrics.function_tracking says whether it is on.
 --
 -- Readers: members of pg_monitor (the role monitoring agents get) may read every view
--- here and nothing else of pgseek's; the two SECURITY DEFINER functions below exist so
--- that they need no access to the documents or to pg_cron's tables.
+-- here and nothing else of pgseek's; the three SECURITY DEFINER functions below exist so
+-- that they need no access to the documents, the purge log or pg_cron's tables.
 
 -- One row of gauges about the embedding pipeline and the caches: queue depth, due
 -- entries, entries being retried, age of the oldest entry (0 when empty), dead letters,
@@ -135,30 +135,105 @@ where t.schemaname = 'pgseek';
 comment on view pgseek.table_metrics is
 'Size and estimated live and dead rows of pgseek''s tables.';
 
+-- Returns the purge runs that pgseek.purge_log says are 'running' but that are not:
+-- their session ended (terminated, crashed, the server stopped) before they finished.
+-- purge_expired() marks such a row 'interrupted' only when the next run starts, after
+-- inserting its own, newer row: without this a crashed run is never the latest run.
+-- A run is alive while its session holds the advisory lock pgseek.purge_lock_key(id)
+-- (sql/110-retention.sql), as pg_locks shows. A run that ends updates its row, gives
+-- the lock back and then commits: between the two, the row still says 'running' and
+-- the lock is free, but the row is locked by the run's open transaction (its xmax),
+-- which holds a lock on its own transaction id. So: the candidate rows are read first,
+-- then pg_locks, then the rows again with a newer snapshot (volatile: each statement
+-- has its own), and a run counts as gone only if neither its lock nor the transaction
+-- updating its row was in pg_locks. On a standby nothing is returned (the primary's
+-- locks are not visible there). SECURITY DEFINER so that monitoring roles may read it
+-- without access to pgseek.purge_log.
+create or replace function pgseek.dead_purge_runs()
+returns table (run_id bigint)
+language plpgsql
+volatile
+security definer
+set search_path = pg_catalog, pgseek, pg_temp
+as $$
+declare
+    candidates bigint [];
+    advisory_keys bigint [];
+    open_xacts xid [];
+begin
+    if pg_catalog.pg_is_in_recovery() then
+        return;
+    end if;
+    candidates := array(
+        select l.id from pgseek.purge_log as l where l.status = 'running'
+    );
+    if candidates = '{}' then
+        return;
+    end if;
+    select
+        array_agg((k.classid::bigint << 32) | k.objid::bigint)
+            filter (where k.locktype = 'advisory'),
+        array_agg(k.transactionid) filter (where k.locktype = 'transactionid')
+    into advisory_keys, open_xacts
+    from pg_catalog.pg_locks as k
+    where
+        k.granted
+        and (
+            k.locktype = 'transactionid'
+            or (
+                k.locktype = 'advisory' and k.objsubid = 1
+                and k.database = (
+                    select d.oid from pg_catalog.pg_database as d
+                    where d.datname = pg_catalog.current_database()
+                )
+            )
+        );
+    return query
+    select l.id
+    from pgseek.purge_log as l
+    where
+        l.id = any(candidates)
+        and l.status = 'running'
+        and not coalesce(pgseek.purge_lock_key(l.id) = any(advisory_keys), false)
+        and not coalesce(l.xmax = any(open_xacts), false);
+end
+$$;
+
 -- One row about retention: purge runs and documents deleted in pgseek.purge_log (kept
 -- for config.purge_log_keep, so these are not counters), the failed runs among them
--- (interrupted ones included), and the latest run's start (Unix time), duration (so far,
--- while it runs), documents deleted, and whether it failed or was interrupted. NULLs
--- (NaN in Prometheus) before the first run.
+-- (interrupted ones included: also those still marked 'running' whose session is gone,
+-- see dead_purge_runs), and the latest run's start (Unix time), duration (so far, while
+-- it runs), documents deleted, and whether it failed or was interrupted. NULLs (NaN in
+-- Prometheus) before the first run.
 create or replace view pgseek.purge_metrics as
-with latest as (
+with runs as (
     select
+        l.id,
         l.started_at,
         l.finished_at,
-        l.status,
-        l.deleted
+        l.deleted,
+        l.status in ('failed', 'interrupted')
+        or l.id in (select d.run_id from pgseek.dead_purge_runs() as d) as failed
     from pgseek.purge_log as l
-    order by l.id desc
+),
+
+latest as (
+    select
+        r.started_at,
+        r.finished_at,
+        r.deleted,
+        r.failed
+    from runs as r
+    order by r.id desc
     limit 1
 ),
 
 logged as (
     select
         count(*) as runs_logged,
-        count(*) filter (where l.status in ('failed', 'interrupted'))
-            as failed_runs_logged,
-        coalesce(sum(l.deleted), 0) as deleted_logged
-    from pgseek.purge_log as l
+        count(*) filter (where r.failed) as failed_runs_logged,
+        coalesce(sum(r.deleted), 0) as deleted_logged
+    from runs as r
 )
 
 select
@@ -169,7 +244,7 @@ select
     extract(epoch from coalesce(latest.finished_at, clock_timestamp()) - latest.started_at)
         as last_run_duration_seconds,
     latest.deleted as last_run_deleted,
-    (latest.status in ('failed', 'interrupted'))::integer as last_run_failed
+    latest.failed::integer as last_run_failed
 from logged
 left join latest on true;
 
@@ -240,4 +315,8 @@ pgseek.table_metrics,
 pgseek.purge_metrics,
 pgseek.job_metrics
 to pg_monitor;
-grant execute on function pgseek.document_counts(), pgseek.job_metrics_report() to pg_monitor;
+grant execute on function
+pgseek.document_counts(),
+pgseek.job_metrics_report(),
+pgseek.dead_purge_runs()
+to pg_monitor;

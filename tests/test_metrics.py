@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -382,10 +383,11 @@ def test_the_exporter_serves_pgseek_metrics_that_match_the_database(db, stub, mo
             seconds = value(samples, "pgseek_function_seconds_total", function_name=name)
             own = value(samples, "pgseek_function_self_seconds_total", function_name=name)
             assert 0 < own <= seconds < 60
-        # (job_metrics_report: the exporter's own calls, counted after its scrape)
+        # (job_metrics_report, dead_purge_runs: the exporter's own calls, and this test's,
+        # counted after its scrape)
         for name, total, self_total in conn.execute(
             "select function_name, seconds_total, self_seconds_total from pgseek.function_metrics"
-            " where function_name <> 'job_metrics_report'"
+            " where function_name not in ('job_metrics_report', 'dead_purge_runs')"
         ):
             assert same(value(samples, "pgseek_function_seconds_total", function_name=name), total)
             assert same(
@@ -508,3 +510,118 @@ def test_job_metrics_follow_real_pg_cron_runs(cron_database, monitor_role):
         assert same(value(samples, "pgseek_job_last_run_duration_seconds", job=job), duration)
     assert value(samples, "pgseek_job_failed_runs_last_day", job="pgseek-text-stats") >= 1
     assert value(samples, "pgseek_job_failed_runs_last_day", job="pgseek-cron-history") == 0
+
+
+# --- purge_metrics: runs that never finished ----------------------------------------
+
+
+def monitor_connect(db: Database, role: tuple[str, str]) -> psycopg.Connection:
+    user, password = role
+    p = conninfo_to_dict(db.url)
+    return psycopg.connect(
+        host=p.get("host"),
+        port=p.get("port"),
+        dbname=db.name,
+        user=user,
+        password=password,
+        autocommit=True,
+    )
+
+
+PURGE_STATE = "select runs_logged, failed_runs_logged, last_run_failed from pgseek.purge_metrics"
+
+
+def wait_until(check, what: str, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_terminated_purge_counts_as_failed_before_the_next_run(db, monitor_role):
+    """A purge whose session is terminated stays 'running' in purge_log until the next
+    run marks it 'interrupted' (after inserting its own, newer row): the metrics count it
+    as failed as soon as its session is gone, so that `last_run_failed == 1` fires."""
+    with db.connect() as conn:
+        conn.execute("select pgseek.set_retention('{\"kind\": \"old\"}', '1 day')")
+        conn.execute(
+            "insert into pgseek.documents (content, metadata, created_at)"
+            " values ('old note', '{\"kind\": \"old\"}', now() - interval '3 days')"
+        )
+        conn.execute("call pgseek.purge_expired()")  # a finished run first
+    monitor = monitor_connect(db, monitor_role)
+    blocker = db.connect()
+    purger = db.connect()
+    purger_pid = purger.info.backend_pid
+    errors: list[Exception] = []
+
+    def purge() -> None:
+        try:
+            purger.execute("call pgseek.purge_expired()")
+        except psycopg.Error as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=purge)
+    try:
+        assert monitor.execute(PURGE_STATE).fetchone() == (1, 0, 0)
+        # The purge waits for the documents while another session holds them locked.
+        blocker.execute("begin")
+        blocker.execute("lock table pgseek.documents in access exclusive mode")
+        thread.start()
+        waiting = "select wait_event_type = 'Lock' from pg_stat_activity where pid = %s"
+        wait_until(
+            lambda: blocker.execute(waiting, (purger_pid,)).fetchone() == (True,),
+            "the purge never waited for the lock",
+        )
+        # running, alive: not a failure
+        assert monitor.execute(PURGE_STATE).fetchone() == (2, 0, 0)
+        with db.connect() as admin:
+            admin.execute("select pg_terminate_backend(%s)", (purger_pid,))
+        thread.join(timeout=30)
+        assert errors and isinstance(errors[0], psycopg.OperationalError), errors
+    finally:
+        blocker.close()
+        thread.join(timeout=30)
+        purger.close()
+    with db.connect() as conn:
+        wait_until(
+            lambda: (
+                not conn.execute(
+                    "select exists (select from pg_stat_activity where pid = %s)", (purger_pid,)
+                ).fetchone()[0]
+            ),
+            "the terminated backend did not exit",
+        )
+        assert conn.execute(
+            "select status, finished_at from pgseek.purge_log order by id desc limit 1"
+        ).fetchone() == ("running", None)
+    # the crashed run is the latest: failed, for the monitoring role too
+    assert monitor.execute(PURGE_STATE).fetchone() == (2, 1, 1)
+    # the next run marks it 'interrupted' and finishes: still one failed run logged
+    with db.connect() as conn:
+        conn.execute("call pgseek.purge_expired()")
+    assert monitor.execute(PURGE_STATE).fetchone() == (3, 1, 0)
+    monitor.close()
+
+
+def test_a_purge_finishing_while_the_metrics_are_read_is_not_failed(db):
+    """A run that ends updates its row, gives its lock back, then commits: in between its
+    row still says 'running' with the lock free. The open transaction updating the row
+    shows that the run is alive; once that transaction is gone (here rolled back, as if
+    the run were terminated there), the run is not."""
+    with db.connect() as conn:
+        run_id = conn.execute(
+            "insert into pgseek.purge_log default values returning id"
+        ).fetchone()[0]
+        # nobody holds its lock: its session is gone
+        assert conn.execute(PURGE_STATE).fetchone() == (1, 1, 1)
+        with db.connect() as ending:
+            ending.execute("begin")
+            ending.execute(
+                "update pgseek.purge_log set status = 'finished', finished_at = now()"
+                " where id = %s",
+                (run_id,),
+            )
+            assert conn.execute(PURGE_STATE).fetchone() == (1, 0, 0)
+            ending.execute("rollback")
+        assert conn.execute(PURGE_STATE).fetchone() == (1, 1, 1)

@@ -45,6 +45,7 @@ INTERNAL_ROUTINES = {
     # pg_monitor's (sql/120-metrics.sql)
     "document_counts",
     "job_metrics_report",
+    "dead_purge_runs",
 }
 
 
