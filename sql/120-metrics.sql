@@ -17,7 +17,10 @@
 -- entries, entries being retried, age of the oldest entry (0 when empty), dead letters,
 -- work and failures of the last hour (from the batch log), query-cache entries, age of
 -- the BM25 statistics, whether function statistics are collected, and whether this
--- server is a standby.
+-- server is a standby. function_tracking is what new sessions of this database get (the
+-- database's setting, else the server's), not the reading session's own value: a
+-- monitoring agent keeps its session for days, and `alter database ... set` reaches only
+-- the sessions started after it (the searches' sessions, which are the ones measured).
 create or replace view pgseek.metrics as
 with queue as (
     select
@@ -52,7 +55,41 @@ select
         from pgseek.text_stats_summary as s
         where s.tenant = ''  -- every document's (with tenants, each also has its own)
     ) as text_stats_age_seconds,
-    (current_setting('track_functions') in ('pl', 'all'))::integer as function_tracking,
+    (
+        coalesce(
+            -- alter database ... set track_functions (for every role: setrole 0)
+            (
+                select substr(c.setting, length('track_functions=') + 1)
+                from pg_db_role_setting as r
+                cross join lateral unnest(r.setconfig) as c (setting)
+                where
+                    r.setrole = 0
+                    and r.setdatabase = (
+                        select d.oid from pg_database as d
+                        where d.datname = current_database()
+                    )
+                    and c.setting like 'track_functions=%'
+            ),
+            -- else the server's (postgresql.conf, alter system, reloaded into this
+            -- session too), unless this session's value is a per-session one (set at
+            -- its start from a database or role setting since removed): then the
+            -- default, as the server's own value is not readable by pg_monitor
+            (
+                select
+                    case
+                        when
+                            s.source in (
+                                'default', 'configuration file', 'command line',
+                                'environment variable', 'override'
+                            )
+                            then s.reset_val
+                        else s.boot_val
+                    end
+                from pg_settings as s
+                where s.name = 'track_functions'
+            )
+        ) in ('pl', 'all')
+    )::integer as function_tracking,
     pg_is_in_recovery()::integer as in_recovery
 from queue, batches;
 

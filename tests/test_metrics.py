@@ -625,3 +625,36 @@ def test_a_purge_finishing_while_the_metrics_are_read_is_not_failed(db):
             assert conn.execute(PURGE_STATE).fetchone() == (1, 0, 0)
             ending.execute("rollback")
         assert conn.execute(PURGE_STATE).fetchone() == (1, 1, 1)
+
+
+# --- metrics.function_tracking: what new sessions get --------------------------------
+
+
+def test_function_tracking_reports_the_database_setting_to_an_old_session(db, monitor_role):
+    """The exporter keeps its session: `alter database ... set track_functions = 'pl'`,
+    as the dashboard advises, reaches new sessions (the searches) but not that one, so
+    the gauge reports the database's setting, not the reading session's own value."""
+    tracking = "select function_tracking from pgseek.metrics"
+    old = monitor_connect(db, monitor_role)
+    try:
+        if old.execute("show track_functions").fetchone() != ("none",):
+            pytest.skip("the server itself sets track_functions")
+        assert old.execute(tracking).fetchone() == (0,)
+        with db.connect() as conn:
+            conn.execute(f"alter database {db.name} set track_functions = 'pl'")
+        assert old.execute("show track_functions").fetchone() == ("none",)
+        assert old.execute(tracking).fetchone() == (1,)
+        # a session started meanwhile has 'pl' from the database: once the database's
+        # setting is removed, it says 0 as well (the server's value, not its own)
+        during = monitor_connect(db, monitor_role)
+        try:
+            assert during.execute("show track_functions").fetchone() == ("pl",)
+            assert during.execute(tracking).fetchone() == (1,)
+            with db.connect() as conn:
+                conn.execute(f"alter database {db.name} reset track_functions")
+            assert during.execute(tracking).fetchone() == (0,)
+            assert old.execute(tracking).fetchone() == (0,)
+        finally:
+            during.close()
+    finally:
+        old.close()
