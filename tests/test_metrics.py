@@ -658,3 +658,38 @@ def test_function_tracking_reports_the_database_setting_to_an_old_session(db, mo
             during.close()
     finally:
         old.close()
+
+
+# --- the cost of a scrape ------------------------------------------------------------
+
+
+def test_no_uncached_query_scans_the_queue_or_the_documents(conn):
+    """The queue and the documents grow to millions of rows (start_model_change queues
+    every document): the queries the exporter runs every scrape read neither, those
+    that do are cached (cache_seconds). The pgseek group reads pgseek.metrics without its
+    queue_* columns, and the planner leaves the queue out."""
+    conn.execute(
+        "insert into pgseek.documents (content) select 'document ' || i"
+        " from generate_series(1, 20) as i"
+    )
+    conn.execute("analyze pgseek.documents, pgseek.embedding_queue")
+    groups = yaml.safe_load(QUERIES.read_text())
+    uncached = {name: g["query"] for name, g in groups.items() if not g.get("cache_seconds")}
+    assert {"pgseek", "pgseek_purge", "pgseek_job"} <= set(uncached)
+    for name, query in uncached.items():
+        plan = "\n".join(r[0] for r in conn.execute(f"explain {query}"))
+        assert "embedding_queue" not in plan, (name, plan)
+        assert not re.search(r"\bon documents\b", plan), (name, plan)
+    assert {name for name, g in groups.items() if g.get("cache_seconds")} == {
+        "pgseek_queue",
+        "pgseek_documents",
+    }
+    # the whole view still has the queue's figures, for psql
+    plan = "\n".join(r[0] for r in conn.execute("explain select * from pgseek.metrics"))
+    assert "embedding_queue" in plan
+    queue = one_row(conn, "select * from pgseek.queue_metrics")
+    metrics = one_row(conn, "select * from pgseek.metrics")
+    assert queue["depth"] == metrics["queue_depth"] == 20
+    assert {f"queue_{k}": v for k, v in queue.items() if k != "oldest_age_seconds"} == {
+        k: metrics[k] for k in ("queue_depth", "queue_ready", "queue_retrying")
+    }
