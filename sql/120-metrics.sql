@@ -13,16 +13,18 @@
 -- here and nothing else of pgseek's; the three SECURITY DEFINER functions below exist so
 -- that they need no access to the documents, the purge log or pg_cron's tables.
 
--- One row about the embedding queue: its entries, those due now, those waiting for a
--- retry, and the age of the oldest entry (0 when empty). A full scan of the queue (no
--- index gives the count or the oldest queued_at): 76 ms at 1,000,000 entries, which is
--- what start_model_change() queues on a large install, so the queries file reads it
--- in a group of its own, cached for a minute.
+-- One row about the embedding queue: its entries (one per document and target: two
+-- per document during a model change), those due now, those that failed and wait for
+-- their retry (not yet due: a due retry is ready), and the age of the oldest entry (0
+-- when empty). A full scan of the queue (no index gives the count or the oldest
+-- queued_at): 76 to 120 ms at 1,000,000 entries, which is what start_model_change()
+-- queues on a large install, so the queries file reads it in a group of its own, cached
+-- for a minute.
 create or replace view pgseek.queue_metrics as
 select
     count(*) as depth,
     count(*) filter (where q.next_attempt_at <= now()) as ready,
-    count(*) filter (where q.attempts > 0) as retrying,
+    count(*) filter (where q.attempts > 0 and q.next_attempt_at > now()) as retrying,
     coalesce(extract(epoch from now() - min(q.queued_at)), 0) as oldest_age_seconds
 from pgseek.embedding_queue as q;
 
@@ -45,7 +47,11 @@ select
     queue.ready as queue_ready,
     queue.retrying as queue_retrying,
     queue.oldest_age_seconds as queue_oldest_age_seconds,
-    (select count(*) from pgseek.embedding_dead_letter) as dead_letters,
+    (
+        -- documents: one may have a dead letter per target during a model change
+        select count(*)
+        from (select distinct f.document_id from pgseek.embedding_dead_letter as f) as f
+    ) as dead_letters,
     batches.embedded_last_hour,
     batches.embedding_failures_last_hour,
     batches.embedding_seconds_last_hour,

@@ -693,3 +693,42 @@ def test_no_uncached_query_scans_the_queue_or_the_documents(conn):
     assert {f"queue_{k}": v for k, v in queue.items() if k != "oldest_age_seconds"} == {
         k: metrics[k] for k in ("queue_depth", "queue_ready", "queue_retrying")
     }
+
+
+# --- what the queue gauges count ------------------------------------------------------
+
+
+def test_queue_gauges_count_a_due_retry_as_ready_only_and_dead_letters_per_document(conn):
+    """A retry that is due is ready, not waiting (the gauges do not overlap); a document
+    dead-lettered for both models during a model change is one document."""
+    ids = [
+        r[0]
+        for r in conn.execute(
+            "insert into pgseek.documents (content) select 'document ' || i"
+            " from generate_series(1, 5) as i returning id"
+        )
+    ]
+    conn.execute("delete from pgseek.embedding_queue")
+    for document, attempts, due in [
+        (ids[0], 0, "now() - interval '1 minute'"),  # new
+        (ids[1], 2, "now() - interval '1 minute'"),  # failed, its retry is due
+        (ids[2], 1, "now() + interval '5 minutes'"),  # failed, waiting
+    ]:
+        conn.execute(
+            "insert into pgseek.embedding_queue (document_id, content_hash, attempts,"
+            f" next_attempt_at) values (%s, '\\x00', %s, {due})",
+            (document, attempts),
+        )
+    for document, target in [
+        (ids[3], "embedding"),
+        (ids[3], "embedding_next"),
+        (ids[4], "embedding_next"),
+    ]:
+        conn.execute(
+            "insert into pgseek.embedding_dead_letter (document_id, target, content_hash,"
+            " attempts, error, first_queued_at) values (%s, %s, '\\x00', 5, 'boom', now())",
+            (document, target),
+        )
+    metrics = one_row(conn, "select * from pgseek.metrics")
+    assert (metrics["queue_depth"], metrics["queue_ready"], metrics["queue_retrying"]) == (3, 2, 1)
+    assert metrics["dead_letters"] == 2
