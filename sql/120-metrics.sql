@@ -187,19 +187,20 @@ comment on view pgseek.table_metrics is
 'Size and estimated live and dead rows of pgseek''s tables.';
 
 -- Returns the purge runs that pgseek.purge_log says are 'running' but that are not:
--- their session ended (terminated, crashed, the server stopped) before they finished.
+-- their session ended (terminated, crashed, the server stopped) or went on to other
+-- work (an error escaped the run between two batches) before they finished.
 -- purge_expired() marks such a row 'interrupted' only when the next run starts, after
 -- inserting its own, newer row: without this a crashed run is never the latest run.
--- A run is alive while its session holds the advisory lock pgseek.purge_lock_key(id)
--- (sql/110-retention.sql), as pg_locks shows. A run that ends updates its row, gives
--- the lock back and then commits: between the two, the row still says 'running' and
--- the lock is free, but the row is locked by the run's open transaction (its xmax),
--- which holds a lock on its own transaction id. So: the candidate rows are read first,
--- then pg_locks, then the rows again with a newer snapshot (volatile: each statement
--- has its own), and a run counts as gone only if neither its lock nor the transaction
--- updating its row was in pg_locks. On a standby nothing is returned (the primary's
--- locks are not visible there). SECURITY DEFINER so that monitoring roles may read it
--- without access to pgseek.purge_log.
+-- A run is alive while its backend is still in the statement that started it
+-- (pgseek.purge_run_alive, sql/110-retention.sql); a row written before migration 0014
+-- has no backend recorded, and its run is alive while its session holds the advisory
+-- lock pgseek.purge_lock_key(id). A run that ends writes its outcome and commits while
+-- still in that statement, so one that pg_stat_activity shows gone has either committed
+-- its outcome or never will: the candidate rows are judged first (pg_stat_activity and
+-- pg_locks), then read again with a newer snapshot (volatile: each statement has its
+-- own), and only those still 'running' are returned. On a standby nothing is returned
+-- (the primary's sessions are not visible there). SECURITY DEFINER so that monitoring
+-- roles may read it without access to pgseek.purge_log.
 create or replace function pgseek.dead_purge_runs()
 returns table (run_id bigint)
 language plpgsql
@@ -208,45 +209,35 @@ security definer
 set search_path = pg_catalog, pgseek, pg_temp
 as $$
 declare
-    candidates bigint [];
+    gone bigint [];
     advisory_keys bigint [];
-    open_xacts xid [];
 begin
-    if pg_catalog.pg_is_in_recovery() then
+    if pg_catalog.pg_is_in_recovery()
+        or not exists (select from pgseek.purge_log as l where l.status = 'running') then
         return;
     end if;
-    candidates := array(
-        select l.id from pgseek.purge_log as l where l.status = 'running'
-    );
-    if candidates = '{}' then
-        return;
-    end if;
-    select
-        array_agg((k.classid::bigint << 32) | k.objid::bigint)
-            filter (where k.locktype = 'advisory'),
-        array_agg(k.transactionid) filter (where k.locktype = 'transactionid')
-    into advisory_keys, open_xacts
-    from pg_catalog.pg_locks as k
-    where
-        k.granted
-        and (
-            k.locktype = 'transactionid'
-            or (
-                k.locktype = 'advisory' and k.objsubid = 1
-                and k.database = (
-                    select d.oid from pg_catalog.pg_database as d
-                    where d.datname = pg_catalog.current_database()
-                )
+    advisory_keys := array(
+        select (k.classid::bigint << 32) | k.objid::bigint
+        from pg_catalog.pg_locks as k
+        where
+            k.granted and k.locktype = 'advisory' and k.objsubid = 1
+            and k.database = (
+                select d.oid from pg_catalog.pg_database as d
+                where d.datname = pg_catalog.current_database()
             )
-        );
+    );
+    gone := array(
+        select l.id
+        from pgseek.purge_log as l
+        where
+            l.status = 'running'
+            and case when l.backend_pid is null
+                then not pgseek.purge_lock_key(l.id) = any(advisory_keys)
+                else not pgseek.purge_run_alive(l.backend_pid, l.backend_query_start)
+            end
+    );
     return query
-    select l.id
-    from pgseek.purge_log as l
-    where
-        l.id = any(candidates)
-        and l.status = 'running'
-        and not coalesce(pgseek.purge_lock_key(l.id) = any(advisory_keys), false)
-        and not coalesce(l.xmax = any(open_xacts), false);
+    select l.id from pgseek.purge_log as l where l.id = any(gone) and l.status = 'running';
 end
 $$;
 

@@ -604,27 +604,52 @@ def test_a_terminated_purge_counts_as_failed_before_the_next_run(db, monitor_rol
     monitor.close()
 
 
-def test_a_purge_finishing_while_the_metrics_are_read_is_not_failed(db):
-    """A run that ends updates its row, gives its lock back, then commits: in between its
-    row still says 'running' with the lock free. The open transaction updating the row
-    shows that the run is alive; once that transaction is gone (here rolled back, as if
-    the run were terminated there), the run is not."""
-    with db.connect() as conn:
+def test_a_run_whose_backend_went_on_counts_as_failed_and_a_live_one_does_not(db):
+    """A run is alive while its backend is in the statement that started it
+    (purge_run_alive): a 'running' row naming a backend that is idle now (an error
+    escaped the run, the pooled connection went on) counts as failed at once; one naming
+    a backend still in that statement does not. A row written before migration 0014 (no
+    backend) is judged by its session advisory lock."""
+    with db.connect() as conn, db.connect() as other:
+        other_pid = other.info.backend_pid
         run_id = conn.execute(
-            "insert into pgseek.purge_log default values returning id"
+            "insert into pgseek.purge_log (backend_pid, backend_query_start)"
+            " values (%s, now() - interval '1 minute') returning id",
+            (other_pid,),
         ).fetchone()[0]
-        # nobody holds its lock: its session is gone
+        assert conn.execute(PURGE_STATE).fetchone() == (1, 1, 1)  # idle backend: gone
+        # the same backend busy in the run's statement: alive
+        started = threading.Event()
+
+        def busy() -> None:
+            started.set()
+            other.execute("select pg_sleep(3)")
+
+        thread = threading.Thread(target=busy)
+        thread.start()
+        started.wait()
+        active = "select state = 'active', query_start from pg_stat_activity where pid = %s"
+        wait_until(
+            lambda: conn.execute(active, (other_pid,)).fetchone()[0],
+            "the other session never became active",
+        )
+        query_start = conn.execute(active, (other_pid,)).fetchone()[1]
+        conn.execute(
+            "update pgseek.purge_log set backend_query_start = %s where id = %s",
+            (query_start, run_id),
+        )
+        assert conn.execute(PURGE_STATE).fetchone() == (1, 0, 0)
+        thread.join(timeout=30)
+        assert conn.execute(PURGE_STATE).fetchone() == (1, 1, 1)  # the statement ended
+        # a row from before migration 0014: alive while its lock is held
+        conn.execute(
+            "update pgseek.purge_log set backend_pid = null, backend_query_start = null"
+            " where id = %s",
+            (run_id,),
+        )
         assert conn.execute(PURGE_STATE).fetchone() == (1, 1, 1)
-        with db.connect() as ending:
-            ending.execute("begin")
-            ending.execute(
-                "update pgseek.purge_log set status = 'finished', finished_at = now()"
-                " where id = %s",
-                (run_id,),
-            )
-            assert conn.execute(PURGE_STATE).fetchone() == (1, 0, 0)
-            ending.execute("rollback")
-        assert conn.execute(PURGE_STATE).fetchone() == (1, 1, 1)
+        other.execute("select pg_advisory_lock(pgseek.purge_lock_key(%s))", (run_id,))
+        assert conn.execute(PURGE_STATE).fetchone() == (1, 0, 0)
 
 
 # --- metrics.function_tracking: what new sessions get --------------------------------
