@@ -47,6 +47,7 @@ def test_a_run_whose_session_ended_is_marked_interrupted_by_the_next(conn, db):
     """A 'running' row whose run still holds its lock stays 'running'; once that session
     is gone, the next run marks the row 'interrupted' (the crash itself: test_faults)."""
     live = db.connect()
+    live_pid = live.info.backend_pid
     run_id = live.execute("insert into pgseek.purge_log default values returning id").fetchone()[0]
     live.execute("select pg_advisory_lock(pgseek.purge_lock_key(%s))", (run_id,))
     status = "select status, finished_at is not null, error from pgseek.purge_log where id = %s"
@@ -55,6 +56,9 @@ def test_a_run_whose_session_ended_is_marked_interrupted_by_the_next(conn, db):
         assert conn.execute(status, (run_id,)).fetchone() == ("running", False, None)
     finally:
         live.close()
+    # the server ends the closed session's backend (and its lock) a moment later
+    gone = "select not exists (select from pg_stat_activity where pid = %s)"
+    assert wait_for(lambda: conn.execute(gone, (live_pid,)).fetchone()[0], 15, 0.05)
     purge(conn)
     marked, finished, error = conn.execute(status, (run_id,)).fetchone()
     assert (marked, finished) == ("interrupted", True)
