@@ -36,6 +36,7 @@ from pgtest import ROOT, Database, Server, free_port, run_migrate, wait_for_pg_c
 EXPORTER = os.environ.get("PGSEEK_POSTGRES_EXPORTER", "/usr/bin/prometheus-postgres-exporter")
 QUERIES = ROOT / "monitoring" / "postgres-exporter-queries.yaml"
 DASHBOARD = ROOT / "monitoring" / "grafana-dashboard.json"
+ALERTS = ROOT / "monitoring" / "prometheus-alerts.yaml"
 
 
 def defined_metrics() -> dict[str, str]:
@@ -96,6 +97,32 @@ def test_the_dashboard_uses_only_metrics_the_queries_file_defines():
             assert in_rate == (defined[name] == "COUNTER"), (name, expr)
     # and every pgseek metric has a panel: nothing defined is left unused
     assert set(defined) <= used, sorted(set(defined) - used)
+
+
+def test_the_alerts_use_defined_gauges_and_fire_on_nan_for_what_never_happened():
+    """Every alert reads metrics the queries file defines (gauges: no counter compared
+    raw). A gauge that is NaN until something first happens (a refresh, a purge, a job
+    run) has a rule that fires on NaN (`x != x`): `x > t` alone is false on NaN, so it
+    would stay silent exactly when the job never runs."""
+    defined = defined_metrics()
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    assert rules and len({r["alert"] for r in rules}) == len(rules)
+    for rule in rules:
+        used = metric_names_in(rule["expr"])
+        assert used and used <= set(defined), rule
+        assert all(defined[name] == "GAUGE" for name in used), rule
+        assert rule["annotations"]["summary"], rule
+    nan_checked = {
+        name
+        for rule in rules
+        for name in metric_names_in(rule["expr"])
+        if re.fullmatch(rf"\s*{name}\s*!=\s*{name}\s*", rule["expr"]) and "for" in rule
+    }
+    assert nan_checked == {
+        "pgseek_text_stats_age_seconds",
+        "pgseek_purge_last_run_start_seconds",
+        "pgseek_job_last_run_succeeded",
+    }
 
 
 def test_the_dashboard_is_importable_with_a_prometheus_data_source():
