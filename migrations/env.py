@@ -16,6 +16,7 @@ Bookkeeping lives in schema pgseek_meta, so downgrading to base leaves no pgseek
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -247,22 +248,36 @@ $$
 """
 
 
-def is_downgrade() -> bool:
-    """True when this run goes down (scripts/migrate.py says so; so does alembic's CLI)."""
-    direction = config.attributes.get("pgseek.direction")
-    if direction:
-        return direction == "downgrade"
-    cmd = getattr(config.cmd_opts, "cmd", None)
-    return bool(cmd) and getattr(cmd[0], "__name__", "") == "downgrade"
-
-
 def drop_repeatables(connection: Connection) -> None:
     """Before going below head: remove sql/'s objects, which exist only at head (they
-    may use what a downgrade drops, and stale triggers would break writes)."""
-    with connection.begin():
-        connection.connection.driver_connection.execute(UNSCHEDULE_JOBS_SQL)
-        connection.connection.driver_connection.execute(DROP_REPEATABLES_SQL)
-        connection.execute(text(f"delete from {META_SCHEMA}.repeatable_objects"))
+    may use what a downgrade drops, and stale triggers would break writes). Runs in the
+    transaction of the first downgrade step, so a downgrade that fails (or has nothing
+    to do) leaves them in place."""
+    driver = connection.connection.driver_connection
+    driver.execute(UNSCHEDULE_JOBS_SQL)
+    driver.execute(DROP_REPEATABLES_SQL)
+    driver.execute(f"delete from {META_SCHEMA}.repeatable_objects")
+
+
+def first_downgrade_drops_repeatables(plan):
+    """Wrap Alembic's step planner: the steps are resolved first (an unknown target fails
+    before anything is touched), and the first downgrade step drops sql/'s objects in
+    its own transaction before it runs."""
+
+    def steps(heads, migration_context):
+        planned = list(plan(heads, migration_context))
+        if planned and not planned[0].is_upgrade:
+            downgrade = planned[0].migration_fn
+
+            @functools.wraps(downgrade)
+            def downgrade_without_repeatables(*args, **kwargs) -> None:
+                drop_repeatables(migration_context.connection)
+                downgrade(*args, **kwargs)
+
+            planned[0].migration_fn = downgrade_without_repeatables
+        return planned
+
+    return steps
 
 
 def run_repeatables(
@@ -439,15 +454,17 @@ def run_online() -> None:
         acquire_lock(connection)
         prepare_meta(connection)
         validate_applied(connection, script)
-        if is_downgrade():
-            drop_repeatables(connection)
         context.configure(
             connection=connection,
             version_table_schema=META_SCHEMA,
             transaction_per_migration=True,
             on_version_apply=record_step,
         )
-        before = set(context.get_context().get_current_heads())
+        migration_context = context.get_context()
+        migration_context._migrations_fn = first_downgrade_drops_repeatables(
+            migration_context._migrations_fn
+        )
+        before = set(migration_context.get_current_heads())
         connection.commit()
         with context.begin_transaction():
             context.run_migrations()

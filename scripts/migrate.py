@@ -26,11 +26,8 @@ sys.path.insert(0, str(MIGRATIONS))
 import checksums  # noqa: E402
 
 
-def alembic_config(direction: str | None = None) -> Config:
-    config = Config(str(MIGRATIONS / "alembic.ini"))
-    if direction:
-        config.attributes["pgseek.direction"] = direction
-    return config
+def alembic_config() -> Config:
+    return Config(str(MIGRATIONS / "alembic.ini"))
 
 
 def connect():
@@ -58,12 +55,15 @@ def status() -> None:
             if exists
             else []
         )
-        repeatables = (
-            conn.execute(
-                "select count(*), max(applied_at) from pgseek_meta.repeatable_objects"
-            ).fetchone()
+        applied = (
+            dict(conn.execute("select file, checksum from pgseek_meta.repeatable_objects"))
             if conn.execute("select to_regclass('pgseek_meta.repeatable_objects')").fetchone()[0]
-            else (0, None)
+            else {}
+        )
+        last = (
+            conn.execute("select max(applied_at) from pgseek_meta.repeatable_objects").fetchone()[0]
+            if applied
+            else None
         )
     heads = script.get_heads()
     print(f"database revision: {', '.join(current) or 'base (nothing applied)'}")
@@ -74,7 +74,17 @@ def status() -> None:
         if rev.revision not in current
     ]
     print(f"pending:           {', '.join(reversed(pending)) or 'none'}")
-    print(f"sql/ objects:      {repeatables[0]} files applied, last at {repeatables[1]}")
+    print(f"sql/ objects:      {len(applied)} files applied, last at {last}")
+    wanted = {f.name: checksums.file_checksum(f) for f in checksums.repeatable_files()}
+    if current and set(current) == set(heads) and applied != wanted:
+        differ = sorted(
+            n for n in wanted.keys() | applied.keys() if wanted.get(n) != applied.get(n)
+        )
+        print(
+            f"sql/ objects:      WARNING: at head, but {len(differ)} of sql/'s {len(wanted)} files"
+            " are not applied as they are on disk (functions, views, triggers, grants or jobs"
+            " may be missing or old): run 'make migrate'"
+        )
     if checksums.frozen_mismatches():
         print("frozen.txt:        MISMATCH: " + "; ".join(checksums.frozen_mismatches()))
 
@@ -117,9 +127,9 @@ def main(argv: list[str]) -> None:
     if verb in ("upgrade", "downgrade"):
         connect().close()  # a clear error now rather than Alembic's traceback later
     if verb == "upgrade":
-        command.upgrade(alembic_config("upgrade"), target or "head")
+        command.upgrade(alembic_config(), target or "head")
     elif verb == "downgrade":
-        command.downgrade(alembic_config("downgrade"), target or "-1")
+        command.downgrade(alembic_config(), target or "-1")
     elif verb == "status":
         status()
     elif verb == "sql":

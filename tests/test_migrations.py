@@ -420,3 +420,71 @@ def test_a_key_stored_before_0013_stays_bound_to_the_configured_server(empty_db)
     with empty_db.connect() as c:
         bound = c.execute("select base_url from pgseek.provider_secrets").fetchone()[0]
     assert bound == "http://10.0.0.7:8000/v1"
+
+
+def repeatable_state(url: str) -> tuple[int, int, int]:
+    """How many of sql/'s routines, views and files (pgseek_meta) a database has."""
+    with psycopg.connect(url) as c:
+        return c.execute(
+            "select (select count(*) from pg_proc where pronamespace = 'pgseek'::regnamespace),"
+            " (select count(*) from pg_class where relnamespace = 'pgseek'::regnamespace"
+            "  and relkind = 'v'),"
+            " (select count(*) from pgseek_meta.repeatable_objects)"
+        ).fetchone()
+
+
+@pytest.mark.parametrize("target", ["0099", HEAD])
+def test_a_rollback_with_nothing_to_do_touches_nothing(db, target):
+    """An unknown target fails, and the current revision is nothing to do: either way
+    sql/'s objects stay (they used to be dropped, and committed, before the target was
+    even resolved)."""
+    before = repeatable_state(db.url)
+    assert before[0] > 20 and before[1] > 5 and before[2] > 10
+    result = run_migrate(db.url, "downgrade", target)
+    if target == "0099":
+        assert result.returncode != 0
+        assert "Can't locate revision" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+    assert "applied sql/" not in result.stderr  # not dropped, so not re-created either
+    assert revision(db.url) == HEAD
+    assert repeatable_state(db.url) == before
+
+
+def test_a_failing_downgrade_leaves_sql_objects_in_place(empty_db, tmp_path):
+    copy = copy_migrations(tmp_path)
+    # its downgrade divides by zero until a table named allow_downgrade exists
+    write_revision(
+        copy,
+        "0900",
+        HEAD,
+        "select 1;\n",
+        "select 1 / (select count(*)::int from pg_class where relname = 'allow_downgrade');\n",
+    )
+    assert alembic(copy, empty_db.url, "upgrade", "head").returncode == 0
+    before = repeatable_state(empty_db.url)
+    result = alembic(copy, empty_db.url, "downgrade", "-1")
+    assert result.returncode != 0
+    assert "division by zero" in result.stderr
+    assert revision(empty_db.url) == "0900"
+    assert repeatable_state(empty_db.url) == before
+    # and a downgrade that works still removes them, in its own transaction
+    with empty_db.connect() as c:
+        c.execute("create table public.allow_downgrade ()")
+    assert alembic(copy, empty_db.url, "downgrade", "-1").returncode == 0
+    assert revision(empty_db.url) == HEAD
+    routines, views, files = repeatable_state(empty_db.url)
+    assert (views, files) == (0, 0)
+    assert routines < 5  # those columns use (current_tenant()...) belong to migrations
+
+
+def test_status_warns_when_head_lacks_sql_objects(db):
+    result = run_migrate(db.url, "status")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stdout
+    with db.connect() as c:
+        c.execute("delete from pgseek_meta.repeatable_objects")
+    result = run_migrate(db.url, "status")
+    assert result.returncode == 0, result.stderr
+    assert "sql/ objects:      0 files applied" in result.stdout
+    assert "WARNING: at head, but" in result.stdout and "run 'make migrate'" in result.stdout
