@@ -6,7 +6,9 @@ What it adds to plain Alembic, in the order a run goes:
 2. checksum validation: a revision whose files changed after it was applied to this
    database stops the run (released migrations are append-only);
 3. one transaction per revision (statements marked `--! no-transaction` excepted, see
-   sqlfile.py), recording each applied revision's checksum in the same transaction;
+   sqlfile.py), recording each applied revision's checksum in the same transaction; a
+   revision that stopped after part of it committed (before a no-transaction section)
+   resumes there on the next run, and must be finished before anything else runs;
 4. at head, the repeatable objects in sql/ are re-applied, in one transaction, when
    their content changed; they exist only at head, so a downgrade removes them first;
 5. when anything was applied where pgseek's pg_cron jobs are, pg_cron is made to read
@@ -104,7 +106,25 @@ def prepare_meta(connection: Connection) -> None:
             " applied_at timestamptz not null default now())"
         )
     )
+    connection.execute(
+        text(
+            f"create table if not exists {META_SCHEMA}.revision_progress ("
+            " revision_file text not null, direction text not null,"
+            " next_section integer not null, recorded_at timestamptz not null default now(),"
+            " primary key (revision_file, direction))"
+        )
+    )
     connection.commit()
+
+
+def interrupted_revisions(connection: Connection) -> dict[str, str]:
+    """Revisions whose run stopped after part of it committed (see sqlfile.py), as
+    {revision file stem: direction}."""
+    rows = connection.execute(
+        text(f"select revision_file, direction from {META_SCHEMA}.revision_progress")
+    ).all()
+    connection.commit()
+    return dict(rows)
 
 
 def validate_applied(connection: Connection, script: ScriptDirectory) -> None:
@@ -145,6 +165,12 @@ def record_step(ctx, step, heads, run_args) -> None:  # noqa: ARG001 (Alembic's 
             text(f"delete from {META_SCHEMA}.migration_checksums where revision = :r"),
             {"r": rev.revision},
         )
+    # the revision is done, in this direction: a record of its sections committed so far
+    # goes in the same transaction
+    conn.execute(
+        text(f"delete from {META_SCHEMA}.revision_progress where revision_file = :f"),
+        {"f": Path(rev.path).stem},
+    )
 
 
 # Routines that columns, indexes, defaults or constraints use belong to migrations.
@@ -259,13 +285,26 @@ def drop_repeatables(connection: Connection) -> None:
     driver.execute(f"delete from {META_SCHEMA}.repeatable_objects")
 
 
-def first_downgrade_drops_repeatables(plan):
+def plan_steps(plan, interrupted: dict[str, str]):
     """Wrap Alembic's step planner: the steps are resolved first (an unknown target fails
-    before anything is touched), and the first downgrade step drops sql/'s objects in
-    its own transaction before it runs."""
+    before anything is touched); a revision interrupted after part of it committed must
+    be the first step, in the same direction (it then resumes); and the first downgrade
+    step drops sql/'s objects in its own transaction before it runs."""
 
     def steps(heads, migration_context):
         planned = list(plan(heads, migration_context))
+        for stem, direction in interrupted.items():
+            first = planned[0] if planned else None
+            if (
+                first is None
+                or Path(first.revision.path).stem != stem
+                or first.is_upgrade != (direction == "upgrade")
+            ):
+                again = "'make migrate'" if direction == "upgrade" else "the same rollback"
+                sys.exit(
+                    f"migrate: {stem}'s {direction} stopped after part of it committed;"
+                    f" run {again} again to finish it before anything else"
+                )
         if planned and not planned[0].is_upgrade:
             downgrade = planned[0].migration_fn
 
@@ -454,6 +493,7 @@ def run_online() -> None:
         acquire_lock(connection)
         prepare_meta(connection)
         validate_applied(connection, script)
+        interrupted = interrupted_revisions(connection)
         context.configure(
             connection=connection,
             version_table_schema=META_SCHEMA,
@@ -461,9 +501,7 @@ def run_online() -> None:
             on_version_apply=record_step,
         )
         migration_context = context.get_context()
-        migration_context._migrations_fn = first_downgrade_drops_repeatables(
-            migration_context._migrations_fn
-        )
+        migration_context._migrations_fn = plan_steps(migration_context._migrations_fn, interrupted)
         before = set(migration_context.get_current_heads())
         connection.commit()
         with context.begin_transaction():

@@ -7,6 +7,7 @@ Usage (the Makefile targets call these; DATABASE_URL names the database):
     migrate.py sql [RANGE]           print the SQL of RANGE (default base:head), no database
     migrate.py vector-index          build the vector index pgseek.config asks for
     migrate.py freeze [--check]      record released revisions in frozen.txt / verify them
+                                     (and that no-transaction sections are safe to re-run)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ MIGRATIONS = ROOT / "migrations"
 sys.path.insert(0, str(MIGRATIONS))
 
 import checksums  # noqa: E402
+import sqlfile  # noqa: E402
 
 
 def alembic_config() -> Config:
@@ -108,6 +110,11 @@ def freeze(check: bool) -> None:
     problems = checksums.frozen_mismatches()
     if problems:
         sys.exit("migrate: released migrations changed:\n  " + "\n  ".join(problems))
+    unsafe = [
+        p for f in sorted(checksums.VERSIONS.glob("*.sql")) for p in sqlfile.check_sections(f)
+    ]
+    if unsafe:
+        sys.exit("migrate: no-transaction sections (see sqlfile.py):\n  " + "\n  ".join(unsafe))
     if check:
         unfrozen = [
             p.name for p in checksums.revision_modules() if p.name not in checksums.read_frozen()

@@ -17,7 +17,7 @@ import pytest
 
 import checksums
 from pgtest import ROOT, as_url, run_migrate
-from sqlfile import Section, split_sections
+from sqlfile import Section, check_section, check_sections, split_sections
 
 REVISIONS = [m.name.split("_")[0] for m in checksums.revision_modules()]
 HEAD = REVISIONS[-1]
@@ -488,3 +488,99 @@ def test_status_warns_when_head_lacks_sql_objects(db):
     assert result.returncode == 0, result.stderr
     assert "sql/ objects:      0 files applied" in result.stdout
     assert "WARNING: at head, but" in result.stdout and "run 'make migrate'" in result.stdout
+
+
+def test_0008_interrupted_after_its_transactional_part_resumes(empty_db):
+    """0008 creates tenant_roles (committed when its no-transaction section starts),
+    then builds an index concurrently, which waits for older snapshots: with one held
+    open it fails on lock_timeout (5 s). The next run skips the committed part (it used
+    to fail on DuplicateTable forever) and rebuilds the index."""
+    assert run_migrate(empty_db.url, "upgrade", "0007").returncode == 0
+    blocker = empty_db.connect()
+    try:
+        blocker.execute("begin isolation level repeatable read")
+        blocker.execute("select count(*) from pg_class")  # takes the snapshot
+        result = run_migrate(empty_db.url, "upgrade")
+        assert result.returncode != 0
+        assert "lock timeout" in result.stderr
+        assert revision(empty_db.url) == "0007"
+        with empty_db.connect() as c:
+            assert c.execute("select to_regclass('pgseek.tenant_roles')").fetchone()[0]
+        # a rollback now would undo 0007 under a half-applied 0008: refused
+        refused = run_migrate(empty_db.url, "downgrade")
+        assert refused.returncode != 0
+        assert "0008_tenants's upgrade stopped after part of it committed" in refused.stderr
+        assert revision(empty_db.url) == "0007"
+    finally:
+        blocker.close()
+    result = run_migrate(empty_db.url, "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "resuming after them" in result.stderr
+    assert revision(empty_db.url) == HEAD
+    with empty_db.connect() as c:
+        assert c.execute(
+            "select indisvalid from pg_index"
+            " where indexrelid = 'pgseek.documents_tenant_idx'::regclass"
+        ).fetchone() == (True,)
+        assert c.execute("select count(*) from pgseek_meta.revision_progress").fetchone() == (0,)
+
+
+def test_a_revision_resumes_when_its_last_transactional_part_fails(empty_db, tmp_path):
+    """The transactional section after a no-transaction one fails: the re-run starts at
+    the no-transaction section (safe to repeat), not at the table already created."""
+    copy = copy_migrations(tmp_path)
+    write_revision(
+        copy,
+        "0900",
+        HEAD,
+        "create table pgseek.t (x int);\n"
+        "--! no-transaction\n"
+        "drop index concurrently if exists pgseek.t_x_idx;\n"
+        "create index concurrently t_x_idx on pgseek.t (x);\n"
+        "--! transaction\n"
+        "insert into pgseek.t values (1);\n"
+        "select 1 / (select count(*)::int from pg_class where relname = 'allow_0900');\n",
+        "drop table pgseek.t;\n",
+    )
+    result = alembic(copy, empty_db.url, "upgrade", "head")
+    assert result.returncode != 0 and "division by zero" in result.stderr
+    assert revision(empty_db.url) == HEAD
+    with empty_db.connect() as c:
+        c.execute("create table public.allow_0900 ()")
+    result = alembic(copy, empty_db.url, "upgrade", "head")
+    assert result.returncode == 0, result.stderr
+    assert revision(empty_db.url) == "0900"
+    with empty_db.connect() as c:
+        assert c.execute("select count(*) from pgseek.t").fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ("create index concurrently i on t (x);\n", "without a `drop index concurrently"),
+        (
+            "drop index concurrently if exists j;\ncreate index concurrently i on t (x);\n",
+            "without a `drop index concurrently",
+        ),
+        ("create table t (x int);\n", "not safe to run again"),
+        ("drop index concurrently i;\n", "not safe to run again"),
+        (
+            "set lock_timeout = '5s';\ndrop index concurrently if exists s.i;\n"
+            "-- a comment\ncreate unique index concurrently if not exists i on s.t (x);\n"
+            "reset lock_timeout;\n",
+            None,
+        ),
+    ],
+)
+def test_no_transaction_sections_must_be_safe_to_repeat(section, problem):
+    problems = check_section(Section(section, in_transaction=False))
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0]
+
+
+def test_every_revision_is_safe_to_repeat_outside_transactions():
+    files = sorted(checksums.VERSIONS.glob("*.sql"))
+    assert len(files) >= 26
+    assert [p for f in files for p in check_sections(f)] == []
