@@ -90,31 +90,31 @@ def acquire_lock(connection: Connection) -> None:
         time.sleep(0.5)
 
 
+# pgseek_meta's tables (Alembic creates alembic_version there itself).
+META_DDL = [
+    f"create schema if not exists {META_SCHEMA}",
+    f"create table if not exists {META_SCHEMA}.migration_checksums ("
+    " revision text primary key, checksum text not null,"
+    " applied_at timestamptz not null default now())",
+    f"create table if not exists {META_SCHEMA}.repeatable_objects ("
+    " file text primary key, checksum text not null,"
+    " applied_at timestamptz not null default now())",
+    f"create table if not exists {META_SCHEMA}.revision_progress ("
+    " revision_file text not null, direction text not null,"
+    " next_section integer not null, recorded_at timestamptz not null default now(),"
+    " primary key (revision_file, direction))",
+]
+
+
 def prepare_meta(connection: Connection) -> None:
-    connection.execute(text(f"create schema if not exists {META_SCHEMA}"))
-    connection.execute(
-        text(
-            f"create table if not exists {META_SCHEMA}.migration_checksums ("
-            " revision text primary key, checksum text not null,"
-            " applied_at timestamptz not null default now())"
-        )
-    )
-    connection.execute(
-        text(
-            f"create table if not exists {META_SCHEMA}.repeatable_objects ("
-            " file text primary key, checksum text not null,"
-            " applied_at timestamptz not null default now())"
-        )
-    )
-    connection.execute(
-        text(
-            f"create table if not exists {META_SCHEMA}.revision_progress ("
-            " revision_file text not null, direction text not null,"
-            " next_section integer not null, recorded_at timestamptz not null default now(),"
-            " primary key (revision_file, direction))"
-        )
-    )
+    for ddl in META_DDL:
+        connection.execute(text(ddl))
     connection.commit()
+
+
+def literal(value: str) -> str:
+    """A SQL string literal (for the --sql output)."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def interrupted_revisions(connection: Connection) -> dict[str, str]:
@@ -148,29 +148,32 @@ def validate_applied(connection: Connection, script: ScriptDirectory) -> None:
 
 
 def record_step(ctx, step, heads, run_args) -> None:  # noqa: ARG001 (Alembic's signature)
-    """on_version_apply hook: keep migration_checksums in step with alembic_version."""
-    conn = ctx.connection
+    """on_version_apply hook: keep migration_checksums in step with alembic_version (in
+    --sql mode, print the statements that do)."""
     rev = step.up_revision  # for both directions: the revision applied or undone
     if step.is_upgrade:
-        conn.execute(
-            text(
-                f"insert into {META_SCHEMA}.migration_checksums (revision, checksum)"
-                " values (:r, :c) on conflict (revision)"
-                " do update set checksum = excluded.checksum, applied_at = now()"
-            ),
-            {"r": rev.revision, "c": checksums.revision_checksum(Path(rev.path))},
+        checksum = checksums.revision_checksum(Path(rev.path))
+        statement = (
+            f"insert into {META_SCHEMA}.migration_checksums (revision, checksum)"
+            f" values ({literal(rev.revision)}, {literal(checksum)}) on conflict (revision)"
+            " do update set checksum = excluded.checksum, applied_at = now()"
         )
     else:
-        conn.execute(
-            text(f"delete from {META_SCHEMA}.migration_checksums where revision = :r"),
-            {"r": rev.revision},
+        statement = (
+            f"delete from {META_SCHEMA}.migration_checksums"
+            f" where revision = {literal(rev.revision)}"
         )
     # the revision is done, in this direction: a record of its sections committed so far
     # goes in the same transaction
-    conn.execute(
-        text(f"delete from {META_SCHEMA}.revision_progress where revision_file = :f"),
-        {"f": Path(rev.path).stem},
+    progress = (
+        f"delete from {META_SCHEMA}.revision_progress"
+        f" where revision_file = {literal(Path(rev.path).stem)}"
     )
+    for sql in (statement, progress):
+        if ctx.as_sql:
+            ctx.impl.static_output(sql + ";\n")
+        else:
+            ctx.connection.execute(text(sql))
 
 
 # Routines that columns, indexes, defaults or constraints use belong to migrations.
@@ -441,22 +444,38 @@ def reload_pg_cron_jobs(connection: Connection) -> None:
 
 
 def run_offline() -> None:
-    """`--sql` mode: print the SQL for a DBA to review, touching no database."""
+    """`--sql` mode: print the SQL for a DBA to review, touching no database. Applied with
+    psql, it does what `make migrate` does: the revisions, each in its transaction with
+    its checksum recorded, then at head sql/ in one transaction (its files, the drop of
+    stale objects, the record of what was applied)."""
     context.configure(
         dialect_name="postgresql",
         version_table_schema=META_SCHEMA,
         transaction_per_migration=True,
         literal_binds=True,
+        on_version_apply=record_step,
     )
     out = context.get_context().impl.static_output
-    out(f"create schema if not exists {META_SCHEMA};\n")
+    for ddl in META_DDL:
+        out(f"{ddl};\n")
     with context.begin_transaction():
         context.run_migrations()
     destination = context.get_revision_argument()
     heads = set(ScriptDirectory.from_config(config).get_heads())
     if destination in ("head", "heads") or {destination} == heads:
-        for f in checksums.repeatable_files():
+        files = checksums.repeatable_files()
+        out("-- the repeatable objects, in one transaction (000-search-path.sql sets the path")
+        out("-- for it, 990-search-path.sql pins it on the functions it created)\nBEGIN;\n")
+        for f in files:
             out(f"-- repeatable object file sql/{f.name}\n{f.read_text().strip()}\n")
+        out(f"-- what sql/ no longer creates\n{DROP_STALE_SQL.strip()};\n")
+        out(f"delete from {META_SCHEMA}.repeatable_objects;\n")
+        for f in files:
+            out(
+                f"insert into {META_SCHEMA}.repeatable_objects (file, checksum)"
+                f" values ({literal(f.name)}, {literal(checksums.file_checksum(f))});\n"
+            )
+        out("COMMIT;\n")
 
 
 def is_read_only() -> bool:

@@ -584,3 +584,41 @@ def test_every_revision_is_safe_to_repeat_outside_transactions():
     files = sorted(checksums.VERSIONS.glob("*.sql"))
     assert len(files) >= 26
     assert [p for f in files for p in check_sections(f)] == []
+
+
+def routine_settings(url: str) -> list[tuple[str, list[str] | None]]:
+    with psycopg.connect(url) as c:
+        return c.execute(
+            "select p.oid::regprocedure::text, p.proconfig from pg_proc as p"
+            " where p.pronamespace = 'pgseek'::regnamespace order by 1"
+        ).fetchall()
+
+
+def test_migrate_sql_applied_with_psql_equals_make_migrate(db, empty_db):
+    """The review output, applied as it is with psql, pins search_path on the same
+    functions as `make migrate` (sql/ used to be printed without a transaction, so
+    990-search-path.sql, which pins what the current transaction created, pinned almost
+    nothing) and records what it applied: migrating afterwards has nothing to do."""
+    sql = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "migrate.py"), "sql"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    psql = Path(PG_DUMP).with_name("psql")
+    applied = subprocess.run(
+        [str(psql), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", as_url(empty_db.url)],
+        input=sql,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert applied.returncode == 0, applied.stderr
+    wanted = routine_settings(db.url)
+    assert sum(1 for _, config in wanted if config) > 25
+    assert routine_settings(empty_db.url) == wanted
+    result = run_migrate(empty_db.url, "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "Running upgrade" not in result.stderr
+    assert "applied sql/" not in result.stderr
