@@ -6,8 +6,15 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# Lazily evaluated: only targets that use it ask the local cluster for its URL.
-DB_URL = $(or $(DATABASE_URL),$(shell scripts/cluster.sh url 2>/dev/null))
+# DATABASE_URL passes through untouched, from the environment or the command line: make
+# would expand a `$` in a password (and the shell a `"` or a backquote) if its value were
+# written into a recipe. DB_URL is shell code that reads it at run time, falling back to
+# the local cluster's URL (asked for only by the targets that use it).
+ifneq ($(origin DATABASE_URL),undefined)
+override DATABASE_URL := $(value DATABASE_URL)
+export DATABASE_URL
+endif
+DB_URL = "$${DATABASE_URL:-$$(scripts/cluster.sh url 2>/dev/null)}"
 export PGSEEK_PG_MAJOR ?= 15
 
 .PHONY: help demo install db-up db-down db-status db-url db-ready psql migrate rollback migrate-status \
@@ -37,7 +44,7 @@ db-status: ## is the embedded cluster running, and where
 	@scripts/cluster.sh status
 
 db-url: ## print the connection URL (use with make -s)
-	@echo "$(DB_URL)"
+	@printf '%s\n' $(DB_URL)
 
 # bench, eval and load start the embedded cluster (as demo does) unless DATABASE_URL names
 # a server. A prerequisite's recipe runs before the target's recipe is expanded, so
@@ -46,16 +53,16 @@ db-ready:
 	@$(if $(DATABASE_URL),:,scripts/cluster.sh up >/dev/null)
 
 psql: ## open psql on DATABASE_URL
-	@psql "$(DB_URL)"
+	@psql $(DB_URL)
 
 migrate: ## migrate to head (or TARGET=rev) and apply changed sql/ objects
-	@DATABASE_URL="$(DB_URL)" $(PY) scripts/migrate.py upgrade $(TARGET)
+	@DATABASE_URL=$(DB_URL) $(PY) scripts/migrate.py upgrade $(TARGET)
 
 rollback: ## downgrade one revision (or TARGET=rev|base)
-	@DATABASE_URL="$(DB_URL)" $(PY) scripts/migrate.py downgrade $(TARGET)
+	@DATABASE_URL=$(DB_URL) $(PY) scripts/migrate.py downgrade $(TARGET)
 
 migrate-status: ## applied revision, head and pending revisions
-	@DATABASE_URL="$(DB_URL)" $(PY) scripts/migrate.py status
+	@DATABASE_URL=$(DB_URL) $(PY) scripts/migrate.py status
 
 migrate-sql: ## print the migration SQL (RANGE=base:head) without touching a database
 	@$(PY) scripts/migrate.py sql $(RANGE)
@@ -64,7 +71,7 @@ migrations-freeze: ## record new revisions as released in migrations/frozen.txt
 	@$(PY) scripts/migrate.py freeze
 
 vector-index: ## (re)build the vector index that pgseek.config asks for, concurrently
-	@DATABASE_URL="$(DB_URL)" $(PY) scripts/migrate.py vector-index
+	@DATABASE_URL=$(DB_URL) $(PY) scripts/migrate.py vector-index
 
 # A fresh clone has no $(VENV): `make lint` and `make test` install what is missing first,
 # as `make demo` does (scripts/install.sh, idempotent).
@@ -85,7 +92,7 @@ test: lint ## lint, then the whole test suite against a real cluster
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench: db-ready ## benchmarks -> bench/report.md (QUICK=1 smoke run, ONLY=a,b sections, CORPUS=dir)
-	@DATABASE_URL="$(DB_URL)" $(PY) scripts/bench.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) \
+	@DATABASE_URL=$(DB_URL) $(PY) scripts/bench.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY)) \
 		$(if $(CORPUS),--corpus $(CORPUS))
 
 reliability: ## bad input, injection and fault tests -> RELIABILITY.md (QUICK=1: fewer examples)
@@ -93,10 +100,10 @@ reliability: ## bad input, injection and fault tests -> RELIABILITY.md (QUICK=1:
 	@$(PY) scripts/reliability.py $(if $(QUICK),--quick)
 
 eval: db-ready ## retrieval quality on dbpedia-entity-5k -> bench/eval.md (CORPUS=dir)
-	@DATABASE_URL="$(DB_URL)" $(PY) scripts/evaluate.py $(if $(CORPUS),--corpus $(CORPUS))
+	@DATABASE_URL=$(DB_URL) $(PY) scripts/evaluate.py $(if $(CORPUS),--corpus $(CORPUS))
 
 load: db-ready ## mixed load with pgbench, direct and through PgBouncer, then a lost-rows check (DURATION=60 CLIENTS=8)
-	@DATABASE_URL="$(DB_URL)" $(PY) scripts/load.py --seconds $(or $(DURATION),60) --clients $(or $(CLIENTS),8)
+	@DATABASE_URL=$(DB_URL) $(PY) scripts/load.py --seconds $(or $(DURATION),60) --clients $(or $(CLIENTS),8)
 
 clean: ## stop and delete the embedded cluster, build files and .venv
 	@scripts/cluster.sh destroy

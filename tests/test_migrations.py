@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql as pgsql
+from psycopg.conninfo import conninfo_to_dict
 
 import checksums
 from pgtest import ROOT, as_url, run_migrate
@@ -622,3 +624,43 @@ def test_migrate_sql_applied_with_psql_equals_make_migrate(db, empty_db):
     assert result.returncode == 0, result.stderr
     assert "Running upgrade" not in result.stderr
     assert "applied sql/" not in result.stderr
+
+
+TRICKY_PASSWORD = "pa$word\"q`b'x"
+
+
+def make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "-s", "-C", str(ROOT), *args],
+        env={k: v for k, v in {**os.environ, **env}.items() if k != "MAKEFLAGS"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("via", ["environment", "command line"])
+def test_make_passes_database_url_untouched(empty_db, via):
+    """A password with `$`, `"`, a backquote and `'` reaches the migrator as it is
+    (make used to expand `$w` and the shell to choke on the quotes)."""
+    role = f"pgseek_test_{empty_db.name[-12:]}"
+    with empty_db.connect() as c:
+        c.execute(f"create role {role} login password {pgsql.quote(TRICKY_PASSWORD)}")
+    try:
+        params = conninfo_to_dict(empty_db.url)
+        url = (
+            f"postgresql://{role}:{TRICKY_PASSWORD}@{params['host']}:{params['port']}"
+            f"/{params['dbname']}"
+        )
+        if via == "environment":
+            printed = make("db-url", env={"DATABASE_URL": url})
+            status = make("migrate-status", env={"DATABASE_URL": url})
+        else:
+            printed = make("db-url", f"DATABASE_URL={url}", env={})
+            status = make("migrate-status", f"DATABASE_URL={url}", env={})
+        assert printed.stdout == url + "\n", printed.stderr
+        assert status.returncode == 0, status.stderr
+        assert "database revision: base" in status.stdout
+    finally:
+        with empty_db.connect() as c:
+            c.execute(f"drop role {role}")
