@@ -26,6 +26,7 @@ import time
 from logging.config import fileConfig
 from pathlib import Path
 
+import psycopg
 from alembic import context
 from alembic.script import ScriptDirectory
 from psycopg import errors
@@ -44,16 +45,23 @@ if config.config_file_name and not config.attributes.get("quiet"):
 
 
 def database_url() -> str:
+    """The libpq URL (or key=value string) to connect to, as the user gave it."""
     url = context.get_x_argument(as_dictionary=True).get("url") or os.environ.get("DATABASE_URL")
     if not url:
         sys.exit(
             "migrate: DATABASE_URL is not set and no local cluster is running: "
             "run 'make db-up', or set DATABASE_URL=postgresql://user:password@host:port/db"
         )
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
+    if url.startswith("postgresql+psycopg://"):  # SQLAlchemy's spelling
+        return "postgresql://" + url[len("postgresql+psycopg://") :]
     return url
+
+
+def connect_libpq(url: str):
+    """A psycopg connection made by libpq from the URL itself (SQLAlchemy's own URL
+    parser rejects what libpq accepts: a percent-encoded socket directory as host,
+    several hosts)."""
+    return psycopg.connect(url, application_name="pgseek-migrate")
 
 
 def acquire_lock(connection: Connection) -> None:
@@ -496,10 +504,9 @@ def show_notice(diagnostic) -> None:
 
 
 def run_online() -> None:
+    url = database_url()
     engine = create_engine(
-        database_url(),
-        poolclass=pool.NullPool,
-        connect_args={"application_name": "pgseek-migrate"},
+        "postgresql+psycopg://", creator=lambda: connect_libpq(url), poolclass=pool.NullPool
     )
     script = ScriptDirectory.from_config(config)
     with engine.connect() as connection:

@@ -664,3 +664,18 @@ def test_make_passes_database_url_untouched(empty_db, via):
     finally:
         with empty_db.connect() as c:
             c.execute(f"drop role {role}")
+
+
+def test_a_multi_host_url_is_read_by_libpq(empty_db):
+    """libpq tries the hosts in order: the first refuses, the second is the server (the
+    migrator used to parse the URL with SQLAlchemy, which cannot)."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        params = conninfo_to_dict(empty_db.url)
+        url = (
+            f"postgresql://{params['user']}:{params['password']}@127.0.0.1:{s.getsockname()[1]},"
+            f"{params['host']}:{params['port']}/{params['dbname']}"
+        )
+        result = run_migrate(empty_db.url, "upgrade", "0001", DATABASE_URL=url)
+    assert result.returncode == 0, result.stderr
+    assert revision(empty_db.url) == "0001"
