@@ -257,14 +257,48 @@ end
 $$
 """
 
-# After sql/ is re-applied: routines and triggers in schema pgseek that this transaction
-# did not (re)create are stale (a signature changed, or a file dropped them), except
-# routines that columns, indexes, defaults or constraints use (they belong to migrations).
+# After sql/ is re-applied: views, routines and triggers in schema pgseek that this
+# transaction did not (re)create are stale (a signature changed, or a file dropped them),
+# except routines that columns, indexes, defaults or constraints use (they belong to
+# migrations). Views go first (a stale one may use a stale routine), in passes, so that
+# one stale view using another is no obstacle; every `create or replace view` rewrites
+# the view's rule, so a rule older than this transaction marks a stale view.
+STALE_VIEWS = """
+        select c.oid::regclass as name
+        from pg_catalog.pg_class as c
+        where c.relnamespace = 'pgseek'::regnamespace and c.relkind = 'v'
+            and not exists (
+                select from pg_catalog.pg_rewrite as w
+                where w.ev_class = c.oid and w.xmin = pg_current_xact_id()::xid
+            )"""
+
 DROP_STALE_SQL = f"""
 do $$
 declare
     r record;
+    progress boolean;
+    remaining integer;
 begin
+    loop
+        progress := false;
+        remaining := 0;
+        for r in {STALE_VIEWS}
+        loop
+            begin
+                execute format('drop view %s', r.name);
+                progress := true;
+            exception when dependent_objects_still_exist then
+                remaining := remaining + 1;
+            end;
+        end loop;
+        exit when remaining = 0;
+        if not progress then  -- something else depends on them: say what
+            for r in {STALE_VIEWS}
+            loop
+                execute format('drop view %s', r.name);
+            end loop;
+        end if;
+    end loop;
     for r in
         select t.tgname, t.tgrelid::regclass as tbl from pg_catalog.pg_trigger as t
         inner join pg_catalog.pg_class as c on t.tgrelid = c.oid

@@ -679,3 +679,36 @@ def test_a_multi_host_url_is_read_by_libpq(empty_db):
         result = run_migrate(empty_db.url, "upgrade", "0001", DATABASE_URL=url)
     assert result.returncode == 0, result.stderr
     assert revision(empty_db.url) == "0001"
+
+
+def test_a_view_removed_from_sql_is_dropped_with_its_function(empty_db, tmp_path):
+    """A view (and a view on it) and the function it uses leave sql/ together: the views
+    are dropped as stale before the function (migrating used to fail: "cannot drop
+    function ... because other objects depend on it")."""
+    copy = copy_migrations(tmp_path)
+    extra = copy.parent / "sql" / "500-extra.sql"
+    extra.write_text(
+        "create or replace function pgseek.extra_answer() returns integer\n"
+        "language sql immutable parallel safe return 42;\n"
+        "create or replace view pgseek.extra_view as select pgseek.extra_answer() as a;\n"
+        "create or replace view pgseek.extra_view_2 as select a from pgseek.extra_view;\n"
+    )
+    assert alembic(copy, empty_db.url, "upgrade", "head").returncode == 0
+    with empty_db.connect() as c:
+        assert c.execute("select a from pgseek.extra_view_2").fetchone() == (42,)
+    extra.unlink()
+    result = alembic(copy, empty_db.url, "upgrade", "head")
+    assert result.returncode == 0, result.stderr
+    with empty_db.connect() as c:
+        assert c.execute(
+            "select to_regclass('pgseek.extra_view'), to_regclass('pgseek.extra_view_2'),"
+            " to_regprocedure('pgseek.extra_answer()')"
+        ).fetchone() == (None, None, None)
+        # the views sql/ still creates are all there
+        views = c.execute(
+            "select count(*) from pg_class where relnamespace = 'pgseek'::regnamespace"
+            " and relkind = 'v'"
+        ).fetchone()[0]
+    assert views == sum(
+        f.read_text().count("create or replace view") for f in (ROOT / "sql").glob("*.sql")
+    )
