@@ -60,8 +60,13 @@ def database_url() -> str:
 def connect_libpq(url: str):
     """A psycopg connection made by libpq from the URL itself (SQLAlchemy's own URL
     parser rejects what libpq accepts: a percent-encoded socket directory as host,
-    several hosts)."""
-    return psycopg.connect(url, application_name="pgseek-migrate")
+    several hosts). Without a statement_timeout: a database's or role's default would
+    cancel `create index concurrently` (leaving an INVALID index, every retry the same)
+    or a long sql/ apply; the transactional revisions set their own limits."""
+    conn = psycopg.connect(url, application_name="pgseek-migrate")
+    conn.execute("set statement_timeout = 0")
+    conn.commit()
+    return conn
 
 
 def acquire_lock(connection: Connection) -> None:

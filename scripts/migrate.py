@@ -94,6 +94,8 @@ def status() -> None:
 def vector_index() -> None:
     """Run pgseek.vector_index_ddl()'s statements, one by one, outside any transaction."""
     with connect() as conn:
+        # a database's or role's statement_timeout would cancel the build, every time
+        conn.execute("set statement_timeout = 0")
         if not conn.execute(
             "select pg_try_advisory_lock(hashtextextended('pgseek.migrate', 0))"
         ).fetchone()[0]:

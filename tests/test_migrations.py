@@ -712,3 +712,36 @@ def test_a_view_removed_from_sql_is_dropped_with_its_function(empty_db, tmp_path
     assert views == sum(
         f.read_text().count("create or replace view") for f in (ROOT / "sql").glob("*.sql")
     )
+
+
+def test_a_database_statement_timeout_does_not_cancel_migrating(empty_db):
+    """The database's statement_timeout (1 ms: anything would be cancelled) is not the
+    migrator's: the revisions (create index concurrently included), sql/ and
+    `make vector-index` run without one."""
+
+    def unlimited():
+        return empty_db.connect(options="-c statement_timeout=0")
+
+    with unlimited() as c:
+        c.execute(f"alter database {empty_db.name} set statement_timeout = '1ms'")
+    result = run_migrate(empty_db.url, "upgrade")
+    assert result.returncode == 0, result.stderr
+    with unlimited() as c:
+        c.execute("update pgseek.config set distance_metric = 'l2'")
+        assert "create index concurrently" in str(
+            c.execute("select pgseek.vector_index_ddl()").fetchall()
+        )
+    result = run_migrate(empty_db.url, "vector-index")
+    assert result.returncode == 0, result.stderr
+    with unlimited() as c:
+        assert c.execute("select pgseek.vector_index_ddl()").fetchall() == []
+        assert c.execute(
+            "select to_regclass('pgseek.documents_embedding_384_hnsw_l2') is not null"
+        ).fetchone() == (True,)
+        assert c.execute("select version_num from pgseek_meta.alembic_version").fetchone() == (
+            HEAD,
+        )
+        assert c.execute(
+            "select bool_and(indisvalid) from pg_index"
+            " where indrelid = 'pgseek.documents'::regclass"
+        ).fetchone() == (True,)
