@@ -32,10 +32,12 @@ from alembic.script import ScriptDirectory
 from psycopg import errors
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import checksums
+import sqlfile
 
 META_SCHEMA = "pgseek_meta"
 LOCK_KEY = "pgseek.migrate"
@@ -335,11 +337,17 @@ def drop_repeatables(connection: Connection) -> None:
     driver.execute(f"delete from {META_SCHEMA}.repeatable_objects")
 
 
-def plan_steps(plan, interrupted: dict[str, str]):
+# What the run is doing, for a one-line error when the database refuses it.
+RUNNING: dict[str, str] = {}
+
+
+def plan_steps(plan, interrupted: dict[str, str], head: set[str], superuser_problem: str | None):
     """Wrap Alembic's step planner: the steps are resolved first (an unknown target fails
     before anything is touched); a revision interrupted after part of it committed must
-    be the first step, in the same direction (it then resumes); and the first downgrade
-    step drops sql/'s objects in its own transaction before it runs."""
+    be the first step, in the same direction (it then resumes); a run that ends at head
+    with sql/ to apply stops, before it starts, when superuser_problem says the role
+    cannot; and the first downgrade step drops sql/'s objects in its own transaction
+    before it runs."""
 
     def steps(heads, migration_context):
         planned = list(plan(heads, migration_context))
@@ -355,6 +363,10 @@ def plan_steps(plan, interrupted: dict[str, str]):
                     f"migrate: {stem}'s {direction} stopped after part of it committed;"
                     f" run {again} again to finish it before anything else"
                 )
+        if superuser_problem:  # ending at head, where sql/ must be applied
+            ends = {planned[-1].revision.revision} if planned else set(heads)
+            if ends == head and (not planned or planned[-1].is_upgrade):
+                sys.exit(superuser_problem)
         if planned and not planned[0].is_upgrade:
             downgrade = planned[0].migration_fn
 
@@ -364,9 +376,24 @@ def plan_steps(plan, interrupted: dict[str, str]):
                 downgrade(*args, **kwargs)
 
             planned[0].migration_fn = downgrade_without_repeatables
+        for step in planned:
+            track(step)
         return planned
 
     return steps
+
+
+def track(step) -> None:
+    """Have a step say which revision runs (RUNNING), for run_online's error message."""
+    migrate = step.migration_fn
+    direction = "upgrade" if step.is_upgrade else "downgrade"
+
+    @functools.wraps(migrate)
+    def tracked(*args, **kwargs) -> None:
+        RUNNING["what"] = f"revision {step.revision.revision} ({direction})"
+        migrate(*args, **kwargs)
+
+    step.migration_fn = tracked
 
 
 def run_repeatables(
@@ -542,6 +569,55 @@ def show_notice(diagnostic) -> None:
         print(f"migrate: HINT: {diagnostic.message_hint}", file=sys.stderr)
 
 
+def refuse_read_only(connection: Connection) -> None:
+    """One line, not a traceback, where nothing can be written."""
+    recovery, read_only = connection.execute(
+        text("select pg_catalog.pg_is_in_recovery(), current_setting('transaction_read_only')")
+    ).one()
+    connection.commit()
+    if recovery:
+        sys.exit("migrate: the database is a standby (in recovery): migrate its primary")
+    if read_only == "on":
+        sys.exit(
+            "migrate: the database is read-only (default_transaction_read_only is on for"
+            " this database or role): migrate as a role that may write"
+        )
+
+
+def superuser_problem(connection: Connection) -> str | None:
+    """Why sql/ cannot be applied by this role, when it would have to be (it changed
+    since it was applied, or never was): its PL/Python functions are created again on
+    every apply, and plpython3u is untrusted (superusers only)."""
+    files = checksums.repeatable_files()
+    wanted = {f.name: checksums.file_checksum(f) for f in files}
+    superuser, role, applied = connection.execute(
+        text(
+            "select rolsuper, rolname,"
+            f" (select coalesce(jsonb_object_agg(file, checksum), '{{}}')"
+            f" from {META_SCHEMA}.repeatable_objects)"
+            " from pg_catalog.pg_roles where rolname = current_user"
+        )
+    ).one()
+    connection.commit()
+    if superuser or applied == wanted or not any("plpython3u" in f.read_text() for f in files):
+        return None
+    return (
+        f"migrate: sql/ must be applied and it creates PL/Python functions (plpython3u is"
+        f" untrusted), which needs a superuser; {role} is not: migrate as a superuser"
+    )
+
+
+def database_error(error: Exception) -> str:
+    """The server's message in one line (and its hint)."""
+    original = getattr(error, "orig", None) or error
+    diag = getattr(original, "diag", None)
+    message = (diag and diag.message_primary) or (str(original).strip() or repr(original))
+    message = message.splitlines()[0]
+    if diag and diag.message_hint:
+        message += f" (HINT: {diag.message_hint})"
+    return message
+
+
 def run_online() -> None:
     url = database_url()
     engine = create_engine(
@@ -555,32 +631,49 @@ def run_online() -> None:
             with context.begin_transaction():
                 context.run_migrations()
             return
-        acquire_lock(connection)
-        prepare_meta(connection)
-        validate_applied(connection, script)
-        interrupted = interrupted_revisions(connection)
-        context.configure(
-            connection=connection,
-            version_table_schema=META_SCHEMA,
-            transaction_per_migration=True,
-            on_version_apply=record_step,
-        )
-        migration_context = context.get_context()
-        migration_context._migrations_fn = plan_steps(migration_context._migrations_fn, interrupted)
-        before = set(migration_context.get_current_heads())
-        connection.commit()
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
-        heads = set(context.get_context().get_current_heads())
-        connection.commit()
-        changed = apply_repeatables(connection, at_head=heads == set(script.get_heads()))
-        connection.execute(
-            text("select pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": LOCK_KEY}
-        )
-        connection.commit()
-        if changed or heads != before:
-            reload_pg_cron_jobs(connection)
+        try:
+            migrate(connection, script)
+        except (psycopg.Error, DBAPIError, sqlfile.UnsafeSection) as e:
+            what = RUNNING.get("what")
+            sys.exit(
+                f"migrate: {what} failed: {database_error(e)}"
+                if what
+                else f"migrate: {database_error(e)}"
+            )
+
+
+def migrate(connection: Connection, script: ScriptDirectory) -> None:
+    refuse_read_only(connection)
+    acquire_lock(connection)
+    prepare_meta(connection)
+    validate_applied(connection, script)
+    interrupted = interrupted_revisions(connection)
+    problem = superuser_problem(connection)
+    context.configure(
+        connection=connection,
+        version_table_schema=META_SCHEMA,
+        transaction_per_migration=True,
+        on_version_apply=record_step,
+    )
+    migration_context = context.get_context()
+    migration_context._migrations_fn = plan_steps(
+        migration_context._migrations_fn, interrupted, set(script.get_heads()), problem
+    )
+    before = set(migration_context.get_current_heads())
+    connection.commit()
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()
+    RUNNING.pop("what", None)
+    heads = set(context.get_context().get_current_heads())
+    connection.commit()
+    RUNNING["what"] = "applying sql/"
+    changed = apply_repeatables(connection, at_head=heads == set(script.get_heads()))
+    RUNNING.pop("what", None)
+    connection.execute(text("select pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": LOCK_KEY})
+    connection.commit()
+    if changed or heads != before:
+        reload_pg_cron_jobs(connection)
 
 
 if context.is_offline_mode():

@@ -51,6 +51,10 @@ CREATE_INDEX = re.compile(
 )
 
 
+class UnsafeSection(ValueError):
+    """A no-transaction section that is not safe to run again (see check_section())."""
+
+
 @dataclass(frozen=True)
 class Section:
     """A run of SQL that executes either in the revision's transaction or outside it."""
@@ -178,7 +182,7 @@ def run_sql_file(revision_file: str, direction: str) -> None:
     path = sql_path(revision_file, direction)
     problems = check_sections(path)
     if problems:
-        raise ValueError("; ".join(problems))
+        raise UnsafeSection("; ".join(problems))
     sections = split_sections(path.read_text())
     offline = context.is_offline_mode()
     key = Path(revision_file).stem

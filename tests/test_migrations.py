@@ -261,7 +261,8 @@ def test_a_failing_revision_rolls_back_completely(empty_db, tmp_path):
     )
     result = alembic(copy, empty_db.url, "upgrade", "head")
     assert result.returncode != 0
-    assert "division by zero" in result.stderr
+    assert "migrate: revision 0900 (upgrade) failed: division by zero\n" in result.stderr
+    assert "Traceback" not in result.stderr
     assert revision(empty_db.url) == HEAD
     with empty_db.connect() as c:
         assert c.execute("select to_regclass('pgseek.half_done')").fetchone()[0] is None
@@ -745,3 +746,40 @@ def test_a_database_statement_timeout_does_not_cancel_migrating(empty_db):
             "select bool_and(indisvalid) from pg_index"
             " where indrelid = 'pgseek.documents'::regclass"
         ).fetchone() == (True,)
+
+
+def test_a_read_only_database_is_one_line(db):
+    with db.connect() as c:
+        c.execute(f"alter database {db.name} set default_transaction_read_only = on")
+    result = run_migrate(db.url, "upgrade")
+    assert result.returncode == 1
+    assert result.stderr.startswith("migrate: the database is read-only")
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_sql_needs_a_superuser_said_up_front(db):
+    """sql/ re-creates PL/Python (untrusted) functions on every apply: a role that may
+    do everything else but is no superuser is told so before anything runs."""
+    role = f"pgseek_test_{db.name[-12:]}"
+    with db.connect() as c:
+        c.execute(f"create role {role} login password 'pw'")
+        c.execute(f"grant create on database {db.name} to {role}")
+        c.execute(f"grant usage, create on schema pgseek_meta to {role}")
+        c.execute(f"grant all on all tables in schema pgseek_meta to {role}")
+        c.execute("delete from pgseek_meta.repeatable_objects")
+    before = repeatable_state(db.url)
+    try:
+        params = conninfo_to_dict(db.url)
+        url = f"postgresql://{role}:pw@{params['host']}:{params['port']}/{db.name}"
+        result = run_migrate(db.url, "upgrade", DATABASE_URL=url)
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-1] + "\n" == (
+            "migrate: sql/ must be applied and it creates PL/Python functions (plpython3u is"
+            f" untrusted), which needs a superuser; {role} is not: migrate as a superuser\n"
+        )
+        assert "Traceback" not in result.stderr
+        assert repeatable_state(db.url) == before
+    finally:
+        with db.connect() as c:
+            c.execute(f"drop owned by {role}")
+            c.execute(f"drop role {role}")
