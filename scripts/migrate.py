@@ -19,6 +19,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS = ROOT / "migrations"
@@ -135,10 +136,13 @@ def main(argv: list[str]) -> None:
     target = args[0] if args and args[0] else None
     if verb in ("upgrade", "downgrade"):
         connect().close()  # a clear error now rather than Alembic's traceback later
-    if verb == "upgrade":
-        command.upgrade(alembic_config(), target or "head")
-    elif verb == "downgrade":
-        command.downgrade(alembic_config(), target or "-1")
+        try:
+            if verb == "upgrade":
+                command.upgrade(alembic_config(), target or "head")
+            else:
+                command.downgrade(alembic_config(), target or "-1")
+        except CommandError as e:  # an unknown revision, a relative step past base...
+            sys.exit(f"migrate: {e}")
     elif verb == "status":
         status()
     elif verb == "sql":
