@@ -326,25 +326,9 @@ return floor(1::float8 / greatest(
 
 -- Returns one query term's BM25 contribution to a document's score:
 -- idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len)) with k1 = 1.2, b = 0.75,
--- written as idf * 2.2 / (1 + k1 * (...) / tf); len is the document's number of distinct
--- lexemes; avg_length 0 (never measured) means len = avg. A SQL expression the planner
--- inlines into the queries that sum it (no call per posting).
-create or replace function pgseek.bm25_weight(
-    idf double precision, tf double precision, doc_length double precision,
-    avg_length double precision
-)
-returns double precision
-language sql
-immutable
-parallel safe
-return idf * 2.2::float8 / (
-    1::float8 + 1.2::float8 * (
-        0.25::float8 + 0.75::float8 * coalesce(doc_length / nullif(avg_length, 0), 1::float8)
-    ) / tf
-);
-
--- bm25_weight of a lexeme in a tsvector, 0 when it does not contain it: tf is read
--- from ts_rank (exact for documents without weights).
+-- written as idf * 2.2 / (1 + k1 * (...) / tf) so tf is computed once. tf is read from
+-- ts_rank (a document without the lexeme gives 0; exact for documents without weights),
+-- len is the number of distinct lexemes; avg_length 0 (never measured) means len = avg.
 create or replace function pgseek.bm25_term(
     fts tsvector, lexeme tsquery, idf double precision, avg_length double precision
 )
@@ -353,8 +337,10 @@ language sql
 immutable
 parallel safe
 return coalesce(
-    pgseek.bm25_weight(
-        idf, nullif(pgseek.term_frequency(fts, lexeme), 0), length(fts), avg_length
+    idf * 2.2::float8 / (
+        1::float8 + 1.2::float8 * (
+            0.25::float8 + 0.75::float8 * coalesce(length(fts) / nullif(avg_length, 0), 1)
+        ) / nullif(pgseek.term_frequency(fts, lexeme), 0)
     ),
     0::float8
 );
@@ -385,14 +371,8 @@ return (select string_agg(q.query::text, ' | ')::tsquery from unnest(queries) as
 -- theta cannot lift a document that has none of the other terms into the result: the
 -- second pass scores only documents containing one of those other terms. A query of
 -- common words (matching a large share of the table) then touches far fewer rows.
---
--- ids: score exactly these documents instead (those of them containing a query term;
--- depth and filter are not applied), each (lexeme, document) pair looked up in the
--- postings' primary key: what hybrid_search() reads for the rows only its vector
--- branch found.
 create or replace function pgseek.text_candidates(
-    query_text text, depth integer, filter jsonb default null,
-    language regconfig default 'english', ids uuid[] default null
+    query_text text, depth integer, filter jsonb default null, language regconfig default 'english'
 )
 returns table (
     id uuid, score double precision, coverage double precision, score_bound double precision
@@ -448,34 +428,17 @@ begin
         left join pgseek.text_stats as s
             on u.term = s.term and s.tenant = (select pgseek.stats_tenant())
     ) as q;
-    if ids is not null then
-        return query
-        select
-            p.document_id,
-            sum(pgseek.bm25_weight(q.idf, p.tf, p.doc_length, avg_length)),
-            count(*)::float8 / n,
-            bound
-        from unnest(terms, idfs) as q (term, idf)
-        cross join unnest(ids) as i (id)
-        cross join lateral (
-            -- a probe of the primary key per pair, not a read of the lexeme's postings
-            -- (a common word's are many); LIMIT keeps the planner from joining them
-            select x.document_id, x.tf, x.doc_length
-            from pgseek.text_postings as x
-            where x.term = q.term and x.document_id = i.id
-            limit 1
-        ) as p
-        group by p.document_id
-        order by 2 desc, 1;
-        return;
-    end if;
     if filter is null then
         -- The postings' primary key alone: every document containing a query term,
         -- scored in one aggregate, no page of pgseek.documents read.
         return query
         select
             p.document_id,
-            sum(pgseek.bm25_weight(q.idf, p.tf, p.doc_length, avg_length)),
+            sum(q.idf * 2.2::float8 / (
+                1::float8 + 1.2::float8 * (
+                    0.25::float8 + 0.75::float8 * coalesce(p.doc_length / nullif(avg_length, 0), 1)
+                ) / p.tf
+            )),
             count(*)::float8 / n,
             bound
         from unnest(terms, idfs) as q (term, idf)
@@ -660,11 +623,10 @@ $$;
 -- Hybrid search: fuses the vector candidates and the BM25 keyword candidates (each
 -- `candidates` deep, default 100, at least k) and returns the best k: id, content,
 -- metadata, score, and why: vector_rank / text_rank (1-based, NULL when that branch did
--- not find the row), vector_similarity and text_score (BM25), both of every row (of a
--- row one branch did not find too; text_score NULL: no query term). Modes:
+-- not find the row), vector_similarity and text_score (BM25). Modes:
 --   convex    (the default) vw * v + tw * t where v is the similarity min-max
---             normalized over the vector candidates (clipped to [0, 1] for
---             keyword-only rows) and t the BM25 score divided by the query's bound
+--             normalized over the vector candidates (exact for keyword-only rows,
+--             clipped to [0, 1]) and t the BM25 score divided by the query's bound
 --             (pgseek.text_candidates) times the share of query terms the row contains:
 --             a weak keyword match stays weak instead of being stretched to 1
 --   rrf       weighted Reciprocal Rank Fusion:
@@ -756,16 +718,6 @@ begin
         from pgseek.text_candidates(query_text, depth, filter, language) as t
         where mode <> 'vector' and has_text
     ),
-    -- the rows only the vector branch found: their BM25 score too (text_rank stays NULL),
-    -- as keyword-only rows get their similarity: convex fuses both scores of every row
-    vector_only_text as (
-        select t.id, t.score, t.coverage, t.score_bound
-        from pgseek.text_candidates(query_text, depth, null, language, array(
-            select v.id from vector_hits as v
-            where not exists (select from text_hits as x where x.id = v.id)
-        )) as t
-        where mode not in ('vector', 'text') and has_text
-    ),
     hits as (
         select
             coalesce(v.id, t.id) as id,
@@ -773,9 +725,7 @@ begin
             t.r as tr,
             pgseek.similarity(v.distance, metric) as vs,
             t.score as ts,
-            coalesce(t.coverage * t.score / nullif(t.score_bound, 0),
-                x.coverage * x.score / nullif(x.score_bound, 0)) as tb,
-            x.score as tx,
+            t.coverage * t.score / nullif(t.score_bound, 0) as tb,
             case when v.id is null and mode = 'convex' then (  -- a keyword-only row
                 select pgseek.similarity(case metric
                     when 'cosine' then x.embedding <=> query_embedding
@@ -786,7 +736,6 @@ begin
                 where x.id = t.id and vector_dims(x.embedding) = vector_dims(query_embedding)
             ) end as vx
         from vector_hits as v full join text_hits as t on v.id = t.id
-        left join vector_only_text as x on v.id = x.id
     ),
     spread as (
         select
@@ -831,7 +780,7 @@ begin
         f.vr::integer,
         f.tr::integer,
         row_vector.similarity,
-        coalesce(f.ts, f.tx),
+        f.ts,
         case when snippets then
             ts_headline(language, d.content, pgseek.any_term_query(query_text, language),
                 'MaxFragments=2, MinWords=12, MaxWords=30')

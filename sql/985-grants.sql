@@ -101,7 +101,7 @@ begin
                 'similar_query', 'check_search_arguments', 'apply_vector_settings', 'similar_scan', 'nearest_indexed',
                 'distance_operator',
                 'vector_candidates', 'lexeme_query',
-                'any_term_query', 'text_candidates', 'term_frequency', 'bm25_weight', 'bm25_term',
+                'any_term_query', 'text_candidates', 'term_frequency', 'bm25_term',
                 'or_query',
                 -- tenants: row security and the tenant columns' defaults call these
                 'current_tenant', 'tenants_enabled', 'stats_tenant'
