@@ -199,6 +199,40 @@ MIGRATION_OWNED = """exists (
                     'pg_constraint'::regclass)
         )"""
 
+
+def drop_in_passes(kind: str, query: str) -> str:
+    """PL/pgSQL dropping the `kind` objects (view, routine) that query names (as `name`)
+    in passes, each dropping what nothing depends on any more, until none is left (a SQL
+    body depends on the routines it calls, a view on the views and routines it reads);
+    when a pass drops nothing, something else depends on them: the plain drop says what.
+    Needs variables r record, progress boolean, remaining integer."""
+    return f"""
+    loop
+        progress := false;
+        remaining := 0;
+        for r in {query}
+        loop
+            begin
+                execute format('drop {kind} %s', r.name);
+                progress := true;
+            exception when dependent_objects_still_exist then
+                remaining := remaining + 1;
+            end;
+        end loop;
+        exit when remaining = 0;
+        if not progress then
+            for r in {query}
+            loop
+                execute format('drop {kind} %s', r.name);
+            end loop;
+        end if;
+    end loop;"""
+
+
+ALL_ROUTINES = f"""
+            select p.oid::regprocedure as name from pg_catalog.pg_proc as p
+            where p.pronamespace = 'pgseek'::regnamespace and not {MIGRATION_OWNED}"""
+
 DROP_REPEATABLES_SQL = f"""
 do $$
 declare
@@ -221,33 +255,7 @@ begin
         where c.relnamespace = 'pgseek'::regnamespace and not t.tgisinternal
     loop
         execute format('drop trigger %I on %s', r.tgname, r.tbl);
-    end loop;
-    -- SQL-standard bodies (`return ...`) depend on the routines they call: drop in
-    -- passes, each dropping what nothing depends on any more, until none is left.
-    loop
-        progress := false;
-        remaining := 0;
-        for r in
-            select p.oid::regprocedure as name from pg_catalog.pg_proc as p
-            where p.pronamespace = 'pgseek'::regnamespace and not {MIGRATION_OWNED}
-        loop
-            begin
-                execute format('drop routine %s', r.name);
-                progress := true;
-            exception when dependent_objects_still_exist then
-                remaining := remaining + 1;
-            end;
-        end loop;
-        exit when remaining = 0;
-        if not progress then  -- something outside sql/ depends on them: say what
-            for r in
-                select p.oid::regprocedure as name from pg_catalog.pg_proc as p
-                where p.pronamespace = 'pgseek'::regnamespace and not {MIGRATION_OWNED}
-            loop
-                execute format('drop routine %s', r.name);
-            end loop;
-        end if;
-    end loop;
+    end loop;{drop_in_passes("routine", ALL_ROUTINES)}
 end
 $$
 """
@@ -285,27 +293,7 @@ declare
     r record;
     progress boolean;
     remaining integer;
-begin
-    loop
-        progress := false;
-        remaining := 0;
-        for r in {STALE_VIEWS}
-        loop
-            begin
-                execute format('drop view %s', r.name);
-                progress := true;
-            exception when dependent_objects_still_exist then
-                remaining := remaining + 1;
-            end;
-        end loop;
-        exit when remaining = 0;
-        if not progress then  -- something else depends on them: say what
-            for r in {STALE_VIEWS}
-            loop
-                execute format('drop view %s', r.name);
-            end loop;
-        end if;
-    end loop;
+begin{drop_in_passes("view", STALE_VIEWS)}
     for r in
         select t.tgname, t.tgrelid::regclass as tbl from pg_catalog.pg_trigger as t
         inner join pg_catalog.pg_class as c on t.tgrelid = c.oid
