@@ -99,8 +99,10 @@ security definer
 set search_path = pg_catalog, pgseek, pg_temp
 as $$
 begin
-    perform pgseek.require_pg_cron();
+    -- the primary first, as in pause_job() and the others: on a standby the answer is
+    -- 25006 whether or not pg_cron is installed in this database
     perform pgseek.require_primary('pgseek.schedule_jobs()');
+    perform pgseek.require_pg_cron();
     perform cron.schedule(
         'pgseek-embedding-worker', '* * * * *', 'call pgseek.run_embedding_worker(50)'
     );

@@ -375,6 +375,21 @@ def test_job_functions_on_the_standby_say_jobs_belong_to_the_primary(standby, cr
             assert "standby" in str(exc.value) and "primary" in str(exc.value), call
 
 
+def test_job_functions_on_a_standby_without_pg_cron_give_the_same_error(corpus, standby):
+    """Where pg_cron is not installed (the corpus database), every job function on the
+    standby still answers 25006 (jobs belong to the primary), none 0A000 first."""
+    with standby.connect(corpus.name) as replica:
+        for call in [
+            "select pgseek.schedule_jobs()",
+            "select pgseek.pause_job('pgseek-embedding-worker')",
+            "select pgseek.resume_job('pgseek-embedding-worker')",
+            "select pgseek.unschedule_job('pgseek-embedding-worker')",
+            "select pgseek.reload_jobs()",
+        ]:
+            with pytest.raises(errors.ReadOnlySqlTransaction):
+                replica.execute(call)
+
+
 # (last: it promotes the module's standby)
 def test_after_promotion_pg_cron_starts_and_jobs_can_be_managed(standby, cron_database):
     """Failover: the promoted standby starts pg_cron's scheduler with the jobs it
