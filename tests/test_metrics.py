@@ -439,17 +439,21 @@ def test_the_exporter_serves_pgseek_metrics_that_match_the_database(db, stub, mo
     assert not [n for n in names if n.startswith("pgseek_job_")]
 
 
-def test_a_monitoring_role_reads_the_metrics_but_not_the_documents(db, monitor_role):
-    user, password = monitor_role
+def monitor_connect(db: Database, role: tuple[str, str]) -> psycopg.Connection:
+    user, password = role
     p = conninfo_to_dict(db.url)
-    with psycopg.connect(
+    return psycopg.connect(
         host=p.get("host"),
         port=p.get("port"),
         dbname=db.name,
         user=user,
         password=password,
         autocommit=True,
-    ) as conn:
+    )
+
+
+def test_a_monitoring_role_reads_the_metrics_but_not_the_documents(db, monitor_role):
+    with monitor_connect(db, monitor_role) as conn:
         for view in [
             "metrics",
             "document_metrics",
@@ -540,19 +544,6 @@ def test_job_metrics_follow_real_pg_cron_runs(cron_database, monitor_role):
 
 
 # --- purge_metrics: runs that never finished ----------------------------------------
-
-
-def monitor_connect(db: Database, role: tuple[str, str]) -> psycopg.Connection:
-    user, password = role
-    p = conninfo_to_dict(db.url)
-    return psycopg.connect(
-        host=p.get("host"),
-        port=p.get("port"),
-        dbname=db.name,
-        user=user,
-        password=password,
-        autocommit=True,
-    )
 
 
 PURGE_STATE = "select runs_logged, failed_runs_logged, last_run_failed from pgseek.purge_metrics"

@@ -225,18 +225,24 @@ def write_revision(
     (copy / "versions" / f"{number}_test.downgrade.sql").write_text(downgrade_sql)
 
 
+# A revision with a no-transaction section between two transactional ones.
+MIXED_REVISION = (
+    "create table pgseek.t (x int);\n"
+    "--! no-transaction\n"
+    "drop index concurrently if exists pgseek.t_x_idx;\n"
+    "create index concurrently t_x_idx on pgseek.t (x);\n"
+    "--! transaction\n"
+    "insert into pgseek.t values (1);\n"
+)
+
+
 def test_no_transaction_section_runs_create_index_concurrently(empty_db, tmp_path):
     copy = copy_migrations(tmp_path)
     write_revision(
         copy,
         "0900",
         HEAD,
-        "create table pgseek.t (x int);\n"
-        "--! no-transaction\n"
-        "drop index concurrently if exists pgseek.t_x_idx;\n"
-        "create index concurrently t_x_idx on pgseek.t (x);\n"
-        "--! transaction\n"
-        "insert into pgseek.t values (1);\n",
+        MIXED_REVISION,
         "drop table pgseek.t;\n",
     )
     result = alembic(copy, empty_db.url, "upgrade", "head")
@@ -537,13 +543,8 @@ def test_a_revision_resumes_when_its_last_transactional_part_fails(empty_db, tmp
         copy,
         "0900",
         HEAD,
-        "create table pgseek.t (x int);\n"
-        "--! no-transaction\n"
-        "drop index concurrently if exists pgseek.t_x_idx;\n"
-        "create index concurrently t_x_idx on pgseek.t (x);\n"
-        "--! transaction\n"
-        "insert into pgseek.t values (1);\n"
-        "select 1 / (select count(*)::int from pg_class where relname = 'allow_0900');\n",
+        MIXED_REVISION
+        + "select 1 / (select count(*)::int from pg_class where relname = 'allow_0900');\n",
         "drop table pgseek.t;\n",
     )
     result = alembic(copy, empty_db.url, "upgrade", "head")
